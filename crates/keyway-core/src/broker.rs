@@ -1,0 +1,140 @@
+//! The broker: the services every request goes through, wired once at start-up.
+
+use crate::catalog::{Catalog, CatalogEntry};
+use crate::clock::Clock;
+use crate::error::CoreError;
+use crate::model::Integration;
+use crate::oauth::ProviderCtx;
+use crate::outbound::HttpClient;
+use crate::store::Store;
+use crate::tokens::TokenCache;
+use crate::vault::{FieldRef, Vault};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Tunables, with defaults that suit production.
+#[derive(Debug, Clone)]
+pub struct BrokerSettings {
+    /// Keyway's public base URL, without a trailing slash.
+    pub public_url: String,
+    pub connect_session_ttl: time::Duration,
+    /// How long an OAuth `state` stays usable.
+    pub state_ttl: time::Duration,
+    /// Tokens expiring within this window are refreshed before being handed out.
+    pub refresh_ahead: time::Duration,
+    /// How long a refresh lease is held at most; longer than the worst-case refresh.
+    pub lease_ttl: time::Duration,
+    /// Attempts at a refresh on transient failures (R3), and the first backoff delay.
+    pub refresh_attempts: u32,
+    pub retry_base_delay: Duration,
+    /// Timeout of each provider call.
+    pub provider_timeout: Duration,
+    /// `last_used_at` is written at most this often per connection.
+    pub usage_write_interval: time::Duration,
+}
+
+impl BrokerSettings {
+    pub fn new(public_url: &str) -> Self {
+        Self {
+            public_url: public_url.trim_end_matches('/').to_string(),
+            connect_session_ttl: time::Duration::minutes(15),
+            state_ttl: time::Duration::minutes(10),
+            refresh_ahead: time::Duration::seconds(60),
+            lease_ttl: time::Duration::seconds(45),
+            refresh_attempts: 3,
+            retry_base_delay: Duration::from_millis(200),
+            provider_timeout: Duration::from_secs(10),
+            usage_write_interval: time::Duration::seconds(60),
+        }
+    }
+
+    /// The single OAuth redirect URI registered with every provider.
+    pub fn redirect_uri(&self) -> String {
+        format!("{}/oauth/callback", self.public_url)
+    }
+}
+
+pub struct Broker {
+    pub store: Arc<dyn Store>,
+    pub vault: Arc<Vault>,
+    pub catalog: Arc<Catalog>,
+    pub http: Arc<dyn HttpClient>,
+    pub clock: Arc<dyn Clock>,
+    pub settings: BrokerSettings,
+    /// Identifies this process as a refresh-lease holder.
+    pub holder_id: String,
+    pub(crate) cache: TokenCache,
+    pub(crate) flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    pub(crate) stats: crate::tokens::RefreshStats,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("public_url", &self.settings.public_url)
+            .field("holder_id", &self.holder_id)
+            .finish()
+    }
+}
+
+impl Broker {
+    pub fn new(
+        store: Arc<dyn Store>,
+        vault: Arc<Vault>,
+        catalog: Arc<Catalog>,
+        http: Arc<dyn HttpClient>,
+        clock: Arc<dyn Clock>,
+        settings: BrokerSettings,
+    ) -> Self {
+        Self {
+            store,
+            vault,
+            catalog,
+            http,
+            clock,
+            settings,
+            holder_id: crate::ids::new_id("proc"),
+            cache: TokenCache::default(),
+            flights: Mutex::new(HashMap::new()),
+            stats: Default::default(),
+        }
+    }
+
+    pub(crate) fn entry(&self, provider: &str) -> Result<&CatalogEntry, CoreError> {
+        self.catalog.get(provider).ok_or_else(|| {
+            CoreError::invalid(
+                "unknown_provider",
+                format!("provider `{provider}` is not in the catalog"),
+            )
+        })
+    }
+
+    pub(crate) async fn integration(&self, slug: &str) -> Result<Integration, CoreError> {
+        self.store.get_integration(slug).await?.ok_or_else(|| {
+            CoreError::invalid(
+                "unknown_integration",
+                format!("there is no integration `{slug}`"),
+            )
+        })
+    }
+
+    pub(crate) fn provider_ctx<'a>(
+        &'a self,
+        integration: &'a Integration,
+    ) -> Result<ProviderCtx<'a>, CoreError> {
+        let entry = self.entry(&integration.provider)?;
+        let client_secret = match &integration.client_secret_sealed {
+            Some(s) => Some(self.vault.open(
+                FieldRef::new("integrations", &integration.slug, "client_secret"),
+                s,
+            )?),
+            None => None,
+        };
+        Ok(ProviderCtx {
+            entry,
+            integration,
+            client_secret,
+        })
+    }
+}

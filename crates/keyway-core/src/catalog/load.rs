@@ -1,0 +1,465 @@
+//! Loading and validating the catalog: built-in files plus the config file's
+//! `[providers.<id>]` tables, with `extends` resolved and errors that name the file and
+//! the field.
+
+use super::hosts::HostPattern;
+use super::model::Provider;
+use std::collections::BTreeMap;
+use url::Url;
+
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/catalog_files.rs"));
+}
+
+/// Placeholder for Keyway's own public URL, used by the built-in sandbox provider.
+pub const KEYWAY_URL_PLACEHOLDER: &str = "{keyway_url}";
+/// Placeholders the revocation URL may use besides tenant settings.
+const CALL_PLACEHOLDERS: &[&str] = &["client_id", "token"];
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("provider catalog: {source_name}: {field}: {message}")]
+pub struct CatalogError {
+    /// `catalog/slack.toml` or `config [providers.acme]`.
+    pub source_name: String,
+    /// Dotted path of the offending field (`oauth2.client_auth`), or `-` for the file.
+    pub field: String,
+    pub message: String,
+}
+
+impl CatalogError {
+    fn new(source_name: &str, field: &str, message: impl Into<String>) -> Self {
+        Self {
+            source_name: source_name.into(),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A validated provider with its id and where it came from.
+#[derive(Debug, Clone)]
+pub struct CatalogEntry {
+    pub id: String,
+    pub source_name: String,
+    pub provider: Provider,
+    pub hosts: Vec<HostPattern>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    entries: BTreeMap<String, CatalogEntry>,
+}
+
+impl Catalog {
+    /// The built-in files (the sandbox only when `sandbox` is on) plus `custom` entries from
+    /// the config file. A custom entry with a built-in's id replaces it.
+    pub fn load(
+        public_url: &str,
+        custom: &BTreeMap<String, toml::Value>,
+        sandbox: bool,
+    ) -> Result<Self, CatalogError> {
+        let mut raw: BTreeMap<String, (String, toml::Value)> = BTreeMap::new();
+        for (id, text) in embedded::FILES {
+            if *id == "sandbox" && !sandbox {
+                continue;
+            }
+            let source = format!("catalog/{id}.toml");
+            let value: toml::Value = toml::from_str(text)
+                .map_err(|e| CatalogError::new(&source, "-", e.message().to_string()))?;
+            raw.insert(id.to_string(), (source, value));
+        }
+        for (id, value) in custom {
+            raw.insert(
+                id.clone(),
+                (format!("config [providers.{id}]"), value.clone()),
+            );
+        }
+        let mut entries = BTreeMap::new();
+        for id in raw.keys() {
+            let (source, merged) = resolve(id, &raw, 0)?;
+            let merged = substitute(merged, public_url);
+            let provider = Provider::deserialize_path(&merged)
+                .map_err(|(field, msg)| CatalogError::new(&source, &field, msg))?;
+            let hosts = validate(id, &source, &provider)?;
+            entries.insert(
+                id.clone(),
+                CatalogEntry {
+                    id: id.clone(),
+                    source_name: source,
+                    provider,
+                    hosts,
+                },
+            );
+        }
+        Ok(Self { entries })
+    }
+
+    pub fn get(&self, id: &str) -> Option<&CatalogEntry> {
+        self.entries.get(id)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &CatalogEntry> {
+        self.entries.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+impl Provider {
+    fn deserialize_path(v: &toml::Value) -> Result<Provider, (String, String)> {
+        let de = v.clone();
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path.is_empty() || path == "." {
+                "-".to_string()
+            } else {
+                path
+            };
+            (field, e.into_inner().to_string())
+        })
+    }
+}
+
+/// Follows `extends` and deep-merges the child's fields over its parent's.
+fn resolve(
+    id: &str,
+    raw: &BTreeMap<String, (String, toml::Value)>,
+    depth: usize,
+) -> Result<(String, toml::Value), CatalogError> {
+    let (source, value) = raw
+        .get(id)
+        .ok_or_else(|| CatalogError::new(id, "extends", format!("no provider named `{id}`")))?;
+    if depth > 4 {
+        return Err(CatalogError::new(
+            source,
+            "extends",
+            "`extends` chain is too deep or circular",
+        ));
+    }
+    let Some(parent) = value.get("extends").and_then(|v| v.as_str()) else {
+        return Ok((source.clone(), value.clone()));
+    };
+    if !raw.contains_key(parent) {
+        return Err(CatalogError::new(
+            source,
+            "extends",
+            format!("no provider named `{parent}` to extend"),
+        ));
+    }
+    let (_, base) = resolve(parent, raw, depth + 1)?;
+    Ok((source.clone(), merge(base, value.clone())))
+}
+
+fn merge(base: toml::Value, over: toml::Value) -> toml::Value {
+    match (base, over) {
+        (toml::Value::Table(mut b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                let merged = match b.remove(&k) {
+                    Some(bv) => merge(bv, v),
+                    None => v,
+                };
+                b.insert(k, merged);
+            }
+            toml::Value::Table(b)
+        }
+        (_, o) => o,
+    }
+}
+
+fn substitute(v: toml::Value, public_url: &str) -> toml::Value {
+    match v {
+        toml::Value::String(s) => {
+            toml::Value::String(s.replace(KEYWAY_URL_PLACEHOLDER, public_url.trim_end_matches('/')))
+        }
+        toml::Value::Array(a) => {
+            toml::Value::Array(a.into_iter().map(|x| substitute(x, public_url)).collect())
+        }
+        toml::Value::Table(t) => toml::Value::Table(
+            t.into_iter()
+                .map(|(k, x)| (k, substitute(x, public_url)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+fn placeholders(template: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        let Some(len) = rest[start..].find('}') else {
+            break;
+        };
+        out.push(&rest[start + 1..start + len]);
+        rest = &rest[start + len + 1..];
+    }
+    out
+}
+
+/// Whether a URL may be used for a provider: HTTPS, or plain HTTP to a loopback host
+/// (for tests and the sandbox).
+pub fn url_allowed(u: &Url) -> bool {
+    match u.scheme() {
+        "https" => u.host_str().is_some(),
+        "http" => matches!(u.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")),
+        _ => false,
+    }
+}
+
+fn validate(id: &str, source: &str, p: &Provider) -> Result<Vec<HostPattern>, CatalogError> {
+    if id.is_empty()
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+    {
+        return Err(CatalogError::new(
+            source,
+            "-",
+            "provider ids use lower-case letters, digits, `-` and `_`",
+        ));
+    }
+    if p.name.trim().is_empty() {
+        return Err(CatalogError::new(source, "name", "must not be empty"));
+    }
+    if p.oauth2.scope_separator.is_empty() {
+        return Err(CatalogError::new(
+            source,
+            "oauth2.scope_separator",
+            "must not be empty",
+        ));
+    }
+    let tenant: Vec<&str> = p.tenant.iter().map(|t| t.name.as_str()).collect();
+    let mut urls: Vec<(&str, &str, bool)> = vec![
+        ("api_base_url", p.api_base_url.as_str(), false),
+        (
+            "oauth2.authorize_url",
+            p.oauth2.authorize_url.as_str(),
+            false,
+        ),
+        ("oauth2.token_url", p.oauth2.token_url.as_str(), false),
+    ];
+    if let Some(r) = &p.oauth2.refresh_url {
+        urls.push(("oauth2.refresh_url", r, false));
+    }
+    if let Some(r) = &p.oauth2.revocation_url {
+        urls.push(("oauth2.revocation_url", r, false));
+    }
+    if let Some(r) = &p.oauth2.revocation {
+        urls.push(("oauth2.revocation.url", &r.url, true));
+    }
+    if let Some(i) = &p.identity {
+        urls.push(("identity.url", &i.url, true));
+    }
+    let mut uses_tenant = false;
+    for (field, template, call) in &urls {
+        let mut sample = template.to_string();
+        for ph in placeholders(template) {
+            let known = tenant.contains(&ph) || (*call && CALL_PLACEHOLDERS.contains(&ph));
+            if !known {
+                return Err(CatalogError::new(
+                    source,
+                    field,
+                    format!("unknown placeholder `{{{ph}}}`"),
+                ));
+            }
+            if tenant.contains(&ph) {
+                uses_tenant = true;
+            }
+            sample = sample.replace(&format!("{{{ph}}}"), "example");
+        }
+        let parsed = Url::parse(&sample)
+            .map_err(|e| CatalogError::new(source, field, format!("not a valid URL: {e}")))?;
+        if !url_allowed(&parsed) {
+            return Err(CatalogError::new(
+                source,
+                field,
+                "must be https (plain http only to a loopback host)",
+            ));
+        }
+    }
+    let hosts: Vec<HostPattern> = if p.api_hosts.is_empty() {
+        if uses_tenant || p.api_base_url_from.is_some() {
+            return Err(CatalogError::new(
+                source,
+                "api_hosts",
+                "required when URLs depend on tenant settings or the token response",
+            ));
+        }
+        let host = Url::parse(&p.api_base_url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .ok_or_else(|| CatalogError::new(source, "api_base_url", "has no host"))?;
+        vec![HostPattern::new(&host)]
+    } else {
+        p.api_hosts.iter().map(|h| HostPattern::new(h)).collect()
+    };
+    for h in &hosts {
+        let bare = h.as_str().trim_start_matches("*.");
+        if bare.is_empty() || bare.contains('*') || bare.contains('/') {
+            return Err(CatalogError::new(
+                source,
+                "api_hosts",
+                format!("`{}` is not a host pattern", h.as_str()),
+            ));
+        }
+    }
+    Ok(hosts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn custom(text: &str) -> BTreeMap<String, toml::Value> {
+        let v: toml::Value = toml::from_str(text).expect("toml");
+        v.as_table()
+            .expect("table")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn builtin_catalog_loads_and_has_required_providers() {
+        let c = Catalog::load("http://127.0.0.1:7400", &BTreeMap::new(), true).expect("catalog");
+        for id in [
+            "slack",
+            "linear",
+            "github",
+            "github-app",
+            "google",
+            "google-drive",
+            "gmail",
+            "google-calendar",
+            "salesforce",
+            "snowflake",
+            "microsoft",
+            "notion",
+            "hubspot",
+            "atlassian",
+            "jira",
+            "confluence",
+            "zoom",
+            "dropbox",
+            "asana",
+            "gitlab",
+            "box",
+            "zendesk",
+            "intercom",
+            "figma",
+            "discord",
+            "sandbox",
+        ] {
+            assert!(c.get(id).is_some(), "missing {id}");
+        }
+        let sandbox = &c.get("sandbox").expect("sandbox").provider;
+        assert!(sandbox
+            .oauth2
+            .token_url
+            .starts_with("http://127.0.0.1:7400/sandbox/"));
+        let no_sandbox =
+            Catalog::load("http://127.0.0.1:7400", &BTreeMap::new(), false).expect("catalog");
+        assert!(no_sandbox.get("sandbox").is_none());
+    }
+
+    #[test]
+    fn aliases_inherit_and_override() {
+        let c = Catalog::load("http://127.0.0.1:7400", &BTreeMap::new(), false).expect("catalog");
+        let google = &c.get("google").expect("google").provider;
+        let drive = &c.get("google-drive").expect("drive").provider;
+        assert_eq!(drive.oauth2.token_url, google.oauth2.token_url);
+        assert_ne!(drive.oauth2.default_scopes, google.oauth2.default_scopes);
+        assert_eq!(
+            drive
+                .oauth2
+                .authorize_params
+                .get("access_type")
+                .map(String::as_str),
+            Some("offline")
+        );
+    }
+
+    #[test]
+    fn custom_provider_with_fixed_field_names() {
+        let c = Catalog::load(
+            "http://127.0.0.1:7400",
+            &custom(
+                r#"
+                [acme]
+                name = "Acme"
+                api_base_url = "https://api.acme.test"
+                [acme.oauth2]
+                authorize_url = "https://acme.test/authorize"
+                token_url = "https://acme.test/token"
+                revocation_url = "https://acme.test/revoke"
+                scope_separator = ","
+                pkce = true
+                client_auth = "post"
+                "#,
+            ),
+            false,
+        )
+        .expect("catalog");
+        let acme = c.get("acme").expect("acme");
+        assert_eq!(acme.provider.oauth2.scope_separator, ",");
+        assert!(acme.provider.oauth2.pkce);
+        assert!(acme.hosts[0].matches("api.acme.test"));
+    }
+
+    #[test]
+    fn errors_name_the_source_and_field() {
+        let err = Catalog::load(
+            "http://x",
+            &custom(
+                r#"
+                [bad]
+                name = "Bad"
+                api_base_url = "https://api.bad.test"
+                [bad.oauth2]
+                authorize_url = "https://bad.test/a"
+                token_url = "https://bad.test/t"
+                client_auth = "bearer"
+                "#,
+            ),
+            false,
+        )
+        .expect_err("must fail");
+        assert_eq!(err.source_name, "config [providers.bad]");
+        assert_eq!(err.field, "oauth2.client_auth");
+
+        let err = Catalog::load(
+            "http://x",
+            &custom("[bad]\nname='B'\napi_base_url='https://a.test'\ncolour='red'\n[bad.oauth2]\nauthorize_url='https://a.test/a'\ntoken_url='https://a.test/t'\n"),
+            false,
+        )
+        .expect_err("unknown key");
+        assert!(err.message.contains("colour"), "{err}");
+
+        let err = Catalog::load(
+            "http://x",
+            &custom("[bad]\nname='B'\napi_base_url='https://a.test'\n[bad.oauth2]\nauthorize_url='http://evil.test/a'\ntoken_url='https://a.test/t'\n"),
+            false,
+        )
+        .expect_err("plain http");
+        assert_eq!(err.field, "oauth2.authorize_url");
+
+        let err = Catalog::load(
+            "http://x",
+            &custom("[bad]\nname='B'\napi_base_url='https://{tenant}.a.test'\n[bad.oauth2]\nauthorize_url='https://a.test/a'\ntoken_url='https://a.test/t'\n"),
+            false,
+        )
+        .expect_err("placeholder");
+        assert_eq!(err.field, "api_base_url");
+        assert!(err.message.contains("{tenant}"));
+
+        let err = Catalog::load("http://x", &custom("[bad]\nextends='nope'\n"), false)
+            .expect_err("extends");
+        assert_eq!(err.field, "extends");
+    }
+}

@@ -1,0 +1,599 @@
+//! Connecting an account: connect sessions, authorization links, the OAuth redirect and
+//! the callback (RFC 6749 §4.1 with RFC 7636 PKCE, RFC 9207 `iss`, RFC 9700 §4.7 state).
+
+use crate::broker::Broker;
+use crate::error::CoreError;
+use crate::ids::{new_id, pkce_challenge, random_token, sha256_hex};
+use crate::model::*;
+use crate::oauth::{self, Grant, TokenEndpointError};
+use crate::outbound::OutboundError;
+use crate::vault::FieldRef;
+use std::collections::BTreeMap;
+use time::OffsetDateTime;
+
+pub const MAX_ID_LEN: usize = 256;
+pub const MAX_TEXT_LEN: usize = 1000;
+
+/// `POST /v1/connect/sessions` input.
+#[derive(Debug, Clone, Default)]
+pub struct NewConnectSession {
+    pub user_id: String,
+    pub organization_id: Option<String>,
+    pub integrations: Option<Vec<String>>,
+    pub return_url: Option<String>,
+    pub owner: Option<String>,
+    pub purpose: Option<String>,
+}
+
+/// Who a flow connects for, and where it returns.
+#[derive(Debug, Clone)]
+pub struct FlowTarget {
+    pub application_id: String,
+    pub user_id: String,
+    pub organization_id: Option<String>,
+    pub integration: String,
+    pub connect_session_id: Option<String>,
+    pub return_url: Option<String>,
+    pub owner: Option<String>,
+    pub purpose: Option<String>,
+}
+
+/// The query of `GET /oauth/callback`.
+#[derive(Debug, Clone, Default)]
+pub struct CallbackParams {
+    pub state: Option<String>,
+    pub code: Option<String>,
+    pub error: Option<String>,
+    pub iss: Option<String>,
+}
+
+/// How a callback ended, for the redirect back to the application.
+#[derive(Debug, Clone)]
+pub enum CallbackOutcome {
+    Connected {
+        connection: Box<Connection>,
+        return_url: Option<String>,
+    },
+    /// The user or provider ended the flow with an OAuth error (`access_denied`...).
+    ProviderError {
+        error: String,
+        return_url: Option<String>,
+        integration: String,
+    },
+}
+
+pub(crate) fn check_id(field: &str, v: &str) -> Result<(), CoreError> {
+    if v.trim().is_empty() {
+        return Err(CoreError::invalid(
+            "invalid_request",
+            format!("`{field}` must not be empty"),
+        ));
+    }
+    if v.len() > MAX_ID_LEN || v.chars().any(char::is_control) {
+        return Err(CoreError::invalid(
+            "invalid_request",
+            format!("`{field}` must be at most {MAX_ID_LEN} characters without control characters"),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_text(field: &str, v: &Option<String>) -> Result<(), CoreError> {
+    if let Some(v) = v {
+        if v.len() > MAX_TEXT_LEN || v.chars().any(|c| c.is_control() && c != '\n') {
+            return Err(CoreError::invalid(
+                "invalid_request",
+                format!("`{field}` must be at most {MAX_TEXT_LEN} characters"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl Broker {
+    pub(crate) async fn application(&self, id: &str) -> Result<Application, CoreError> {
+        self.store
+            .get_application(id)
+            .await?
+            .ok_or(CoreError::NotFound {
+                what: "application",
+            })
+    }
+
+    /// S5: a return URL must be on the application's list exactly — no prefix or
+    /// pattern matching, so there is no open redirect.
+    fn check_return_url(&self, app: &Application, url: &Option<String>) -> Result<(), CoreError> {
+        match url {
+            Some(u) if !app.return_urls.iter().any(|a| a == u) => Err(CoreError::invalid(
+                "return_url_not_allowed",
+                "return_url is not one of the application's return URLs",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The integration exists and the application may use it.
+    pub(crate) async fn allowed_integration(
+        &self,
+        app: &Application,
+        slug: &str,
+    ) -> Result<Integration, CoreError> {
+        let integration = self.integration(slug).await?;
+        if let Some(allowed) = &app.allowed_integrations {
+            if !allowed.iter().any(|a| a == slug) {
+                return Err(CoreError::invalid(
+                    "integration_not_allowed",
+                    format!("this application may not use integration `{slug}`"),
+                ));
+            }
+        }
+        Ok(integration)
+    }
+
+    /// Creates a connect session; returns it with its token (shown once) and widget URL.
+    pub async fn create_connect_session(
+        &self,
+        application_id: &str,
+        input: NewConnectSession,
+    ) -> Result<(ConnectSession, String, String), CoreError> {
+        let app = self.application(application_id).await?;
+        check_id("user_id", &input.user_id)?;
+        if let Some(o) = &input.organization_id {
+            check_id("organization_id", o)?;
+        }
+        check_text("owner", &input.owner)?;
+        check_text("purpose", &input.purpose)?;
+        self.check_return_url(&app, &input.return_url)?;
+        if let Some(list) = &input.integrations {
+            if list.is_empty() {
+                return Err(CoreError::invalid(
+                    "invalid_request",
+                    "`integrations` must not be empty when given",
+                ));
+            }
+            for slug in list {
+                self.allowed_integration(&app, slug).await?;
+            }
+        }
+        let token = format!("kwcs_{}", random_token(32));
+        let now = self.clock.now();
+        let session = ConnectSession {
+            id: new_id("cs"),
+            token_hash: sha256_hex(&token),
+            application_id: app.id.clone(),
+            user_id: input.user_id,
+            organization_id: input.organization_id,
+            integrations: input.integrations,
+            return_url: input.return_url,
+            owner: input.owner,
+            purpose: input.purpose,
+            expires_at: now + self.settings.connect_session_ttl,
+            created_at: now,
+        };
+        self.store.insert_connect_session(&session).await?;
+        let url = format!("{}/connect/{}", self.settings.public_url, token);
+        Ok((session, token, url))
+    }
+
+    /// Looks up a live connect session by the token in the widget URL.
+    pub async fn connect_session_by_token(&self, token: &str) -> Result<ConnectSession, CoreError> {
+        let s = self
+            .store
+            .find_connect_session_by_token_hash(&sha256_hex(token))
+            .await?
+            .ok_or(CoreError::NotFound {
+                what: "connect session",
+            })?;
+        if s.expires_at <= self.clock.now() {
+            return Err(CoreError::invalid(
+                "connect_session_expired",
+                "this connect link has expired; ask the application for a new one",
+            ));
+        }
+        Ok(s)
+    }
+
+    /// What the widget lists: the session's integrations with this user's connections.
+    pub async fn widget_view(
+        &self,
+        session: &ConnectSession,
+    ) -> Result<
+        (
+            Application,
+            Vec<(Integration, Option<Connection>, Vec<String>)>,
+        ),
+        CoreError,
+    > {
+        let app = self.application(&session.application_id).await?;
+        let slugs: Vec<String> = match (&session.integrations, &app.allowed_integrations) {
+            (Some(list), _) => list.clone(),
+            (None, Some(allowed)) => allowed.clone(),
+            (None, None) => self
+                .store
+                .list_integrations()
+                .await?
+                .into_iter()
+                .map(|i| i.slug)
+                .collect(),
+        };
+        let mut out = Vec::new();
+        for slug in slugs {
+            let Some(integration) = self.store.get_integration(&slug).await? else {
+                continue;
+            };
+            if self.catalog.get(&integration.provider).is_none() {
+                continue;
+            }
+            let key = ConnectionKey {
+                application_id: app.id.clone(),
+                user_id: session.user_id.clone(),
+                organization_id: session.organization_id.clone(),
+                integration: slug.clone(),
+            };
+            let conn = self
+                .store
+                .find_connection(&key)
+                .await?
+                .filter(|c| c.status != ConnectionStatus::Revoked);
+            let configured = crate::oauth::requested_scopes(&self.provider_ctx(&integration)?);
+            let missing = conn
+                .as_ref()
+                .map(|c| {
+                    configured
+                        .iter()
+                        .filter(|s| !c.scopes.contains(s))
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push((integration, conn, missing));
+        }
+        Ok((app, out))
+    }
+
+    /// `POST /v1/integrations/{slug}/authorize`: a link the application sends its user
+    /// to. It leads to a Keyway page first, which binds the browser before the provider.
+    pub async fn create_authorize_link(
+        &self,
+        application_id: &str,
+        slug: &str,
+        user_id: &str,
+        organization_id: Option<String>,
+        return_url: Option<String>,
+    ) -> Result<(AuthorizeLink, String), CoreError> {
+        let app = self.application(application_id).await?;
+        check_id("user_id", user_id)?;
+        if let Some(o) = &organization_id {
+            check_id("organization_id", o)?;
+        }
+        self.check_return_url(&app, &return_url)?;
+        self.allowed_integration(&app, slug).await?;
+        let link = AuthorizeLink {
+            id: new_id("al"),
+            application_id: app.id,
+            user_id: user_id.to_string(),
+            organization_id,
+            integration: slug.to_string(),
+            connect_session_id: None,
+            return_url,
+            owner: None,
+            purpose: None,
+            expires_at: self.clock.now() + self.settings.connect_session_ttl,
+        };
+        self.store.insert_authorize_link(&link).await?;
+        let url = format!("{}/connect/link/{}", self.settings.public_url, link.id);
+        Ok((link, url))
+    }
+
+    pub async fn authorize_link(&self, id: &str) -> Result<AuthorizeLink, CoreError> {
+        let link = self
+            .store
+            .get_authorize_link(id)
+            .await?
+            .ok_or(CoreError::NotFound {
+                what: "authorization link",
+            })?;
+        if link.expires_at <= self.clock.now() {
+            return Err(CoreError::invalid(
+                "link_expired",
+                "this link has expired; ask the application for a new one",
+            ));
+        }
+        Ok(link)
+    }
+
+    /// Starts the provider redirect. `browser_secret` is the value of the binding cookie
+    /// the page set; only its hash is stored, and the callback must present it (S4).
+    pub async fn start_authorization(
+        &self,
+        target: FlowTarget,
+        browser_secret: &str,
+    ) -> Result<String, CoreError> {
+        let app = self.application(&target.application_id).await?;
+        let integration = self.allowed_integration(&app, &target.integration).await?;
+        let ctx = self.provider_ctx(&integration)?;
+        let state = random_token(32);
+        let state_hash = sha256_hex(&state);
+        let verifier = ctx.entry.provider.oauth2.pkce.then(|| random_token(48));
+        let redirect_uri = self.settings.redirect_uri();
+        let url = oauth::authorize_url(
+            &ctx,
+            &state,
+            verifier.as_deref().map(pkce_challenge).as_deref(),
+            &redirect_uri,
+        )?;
+        let pending = PendingAuthorization {
+            pkce_verifier_sealed: verifier.as_deref().map(|v| {
+                self.vault.seal(
+                    FieldRef::new("pending_authorizations", &state_hash, "pkce_verifier"),
+                    v,
+                )
+            }),
+            state_hash,
+            application_id: target.application_id,
+            user_id: target.user_id,
+            organization_id: target.organization_id,
+            integration: target.integration,
+            connect_session_id: target.connect_session_id,
+            browser_hash: sha256_hex(browser_secret),
+            redirect_uri,
+            return_url: target.return_url,
+            owner: target.owner,
+            purpose: target.purpose,
+            expires_at: self.clock.now() + self.settings.state_ttl,
+        };
+        self.store.insert_pending_authorization(&pending).await?;
+        Ok(url)
+    }
+
+    /// Completes `GET /oauth/callback`. The state is consumed first, whatever happens
+    /// next: it works once.
+    pub async fn complete_callback(
+        &self,
+        params: CallbackParams,
+        browser_secret: Option<&str>,
+    ) -> Result<CallbackOutcome, CoreError> {
+        let state = params
+            .state
+            .as_deref()
+            .filter(|s| !s.is_empty() && s.len() <= 512)
+            .ok_or_else(|| {
+                CoreError::invalid("invalid_state", "the callback has no state parameter")
+            })?;
+        let pending = self
+            .store
+            .take_pending_authorization(&sha256_hex(state))
+            .await?
+            .ok_or_else(|| {
+                CoreError::invalid(
+                    "invalid_state",
+                    "this authorization is unknown, was already used, or has expired",
+                )
+            })?;
+        if pending.expires_at <= self.clock.now() {
+            return Err(CoreError::invalid(
+                "invalid_state",
+                "this authorization has expired; start again",
+            ));
+        }
+        // S4: the state is bound to the browser that started the flow.
+        let bound = browser_secret.is_some_and(|b| {
+            subtle::ConstantTimeEq::ct_eq(sha256_hex(b).as_bytes(), pending.browser_hash.as_bytes())
+                .into()
+        });
+        if !bound {
+            return Err(CoreError::Forbidden {
+                code: "browser_mismatch",
+                detail: "this authorization was started in another browser".into(),
+            });
+        }
+        let integration = self.integration(&pending.integration).await?;
+        let ctx = self.provider_ctx(&integration)?;
+        // RFC 9207 §2.4: compare `iss` with the issuer this request was sent to.
+        let o = &ctx.entry.provider.oauth2;
+        match (&o.issuer, &params.iss) {
+            (Some(expected), Some(got))
+                if expected.trim_end_matches('/') != got.trim_end_matches('/') =>
+            {
+                return Err(CoreError::invalid(
+                    "issuer_mismatch",
+                    "the authorization response came from an unexpected issuer",
+                ));
+            }
+            (Some(_), None) if o.iss_required => {
+                return Err(CoreError::invalid(
+                    "issuer_mismatch",
+                    "the authorization response has no `iss` parameter",
+                ));
+            }
+            _ => {}
+        }
+        if let Some(error) = params.error.filter(|e| !e.is_empty()) {
+            let error: String = error
+                .chars()
+                .filter(|c| c.is_ascii_graphic())
+                .take(64)
+                .collect();
+            return Ok(CallbackOutcome::ProviderError {
+                error,
+                return_url: pending.return_url,
+                integration: pending.integration,
+            });
+        }
+        let code = params
+            .code
+            .filter(|c| !c.is_empty() && c.len() <= 4096)
+            .ok_or_else(|| {
+                CoreError::invalid("invalid_request", "the callback has no authorization code")
+            })?;
+        let verifier = match &pending.pkce_verifier_sealed {
+            Some(s) => Some(self.vault.open(
+                FieldRef::new(
+                    "pending_authorizations",
+                    &pending.state_hash,
+                    "pkce_verifier",
+                ),
+                s,
+            )?),
+            None => None,
+        };
+        let mut req = oauth::token_request(
+            &ctx,
+            Grant::AuthorizationCode {
+                code: &code,
+                redirect_uri: &pending.redirect_uri,
+                verifier: verifier.as_ref(),
+            },
+        )?;
+        req.timeout = self.settings.provider_timeout;
+        let provider_name = ctx.entry.provider.name.clone();
+        let resp = self.http.send(req).await.map_err(|e| match e {
+            OutboundError::Refused(d) => CoreError::ProviderRejected {
+                provider: provider_name.clone(),
+                detail: d,
+            },
+            _ => CoreError::ProviderUnavailable {
+                provider: provider_name.clone(),
+                retry_after_secs: 5,
+            },
+        })?;
+        let mut set = oauth::parse_token_response(ctx.entry, &resp).map_err(|e| match e {
+            TokenEndpointError::Transient { retry_after, .. } => CoreError::ProviderUnavailable {
+                provider: provider_name.clone(),
+                retry_after_secs: retry_after.unwrap_or(5),
+            },
+            TokenEndpointError::DeadGrant { code } | TokenEndpointError::Rejected { code, .. } => {
+                CoreError::ProviderRejected {
+                    provider: provider_name.clone(),
+                    detail: format!("the authorization code was not accepted (`{code}`)"),
+                }
+            }
+        })?;
+        if set.account_id.is_none() || set.account_name.is_none() {
+            if let Some(mut ireq) = oauth::identity_request(&ctx, &set.access_token)? {
+                ireq.timeout = self.settings.provider_timeout;
+                match self.http.send(ireq).await {
+                    Ok(r) => {
+                        if let Some((id, name)) = oauth::parse_identity(ctx.entry, &r) {
+                            set.account_id = set.account_id.or(id);
+                            set.account_name = set.account_name.or(name);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(provider = %integration.provider, error = %e, "identity call failed")
+                    }
+                }
+            }
+        }
+        // Salesforce-style API bases must stay on the provider's hosts (S7).
+        if let Some(key) = &ctx.entry.provider.api_base_url_from {
+            if let Some(base) = set.metadata.get(key) {
+                let ok = url::Url::parse(base)
+                    .ok()
+                    .filter(crate::catalog::load_url_allowed)
+                    .and_then(|u| {
+                        u.host_str()
+                            .map(|h| ctx.entry.hosts.iter().any(|p| p.matches(h)))
+                    });
+                if ok != Some(true) {
+                    return Err(CoreError::ProviderRejected {
+                        provider: provider_name,
+                        detail: format!(
+                            "the provider returned an API host outside {}'s hosts",
+                            ctx.entry.provider.name
+                        ),
+                    });
+                }
+            }
+        }
+        let requested = oauth::requested_scopes(&ctx);
+        let connection = self
+            .save_connection(&pending, &integration, set, requested)
+            .await?;
+        Ok(CallbackOutcome::Connected {
+            connection: Box::new(connection),
+            return_url: pending.return_url,
+        })
+    }
+
+    async fn save_connection(
+        &self,
+        p: &PendingAuthorization,
+        integration: &Integration,
+        set: oauth::TokenSet,
+        requested: Vec<String>,
+    ) -> Result<Connection, CoreError> {
+        let key = ConnectionKey {
+            application_id: p.application_id.clone(),
+            user_id: p.user_id.clone(),
+            organization_id: p.organization_id.clone(),
+            integration: p.integration.clone(),
+        };
+        for _ in 0..3 {
+            let existing = self.store.find_connection(&key).await?;
+            let now = self.clock.now();
+            let id = existing
+                .as_ref()
+                .map(|c| c.id.clone())
+                .unwrap_or_else(|| new_id("conn"));
+            let tokens = self.seal_tokens(&id, &set, None, now);
+            let mut metadata: BTreeMap<String, String> = set.metadata.clone();
+            metadata.retain(|_, v| v.len() <= 2048);
+            let conn = Connection {
+                id: id.clone(),
+                application_id: p.application_id.clone(),
+                user_id: p.user_id.clone(),
+                organization_id: p.organization_id.clone(),
+                integration: p.integration.clone(),
+                provider: integration.provider.clone(),
+                status: ConnectionStatus::Active,
+                scopes: set.scopes.clone().unwrap_or_else(|| requested.clone()),
+                account_id: set.account_id.clone(),
+                account_name: set.account_name.clone(),
+                metadata,
+                owner: p
+                    .owner
+                    .clone()
+                    .or_else(|| existing.as_ref().and_then(|c| c.owner.clone())),
+                purpose: p
+                    .purpose
+                    .clone()
+                    .or_else(|| existing.as_ref().and_then(|c| c.purpose.clone())),
+                label: existing
+                    .as_ref()
+                    .and_then(|c| c.label.clone())
+                    .or_else(|| set.account_name.clone()),
+                tokens: Some(tokens),
+                token_version: existing.as_ref().map(|c| c.token_version + 1).unwrap_or(1),
+                created_at: existing.as_ref().map(|c| c.created_at).unwrap_or(now),
+                updated_at: now,
+                last_used_at: existing.as_ref().and_then(|c| c.last_used_at),
+                last_refreshed_at: existing.as_ref().and_then(|c| c.last_refreshed_at),
+                last_validated_at: Some(now),
+                revoked_at: None,
+                revocation: None,
+            };
+            match self.store.save_grant(&conn).await {
+                Ok(()) => {
+                    self.cache.forget_connection(&id);
+                    return Ok(conn);
+                }
+                Err(crate::error::StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(CoreError::Conflict {
+            code: "concurrent_connect",
+            detail: "another connection for this user was saved at the same time; try again".into(),
+        })
+    }
+
+    /// Drops expired sessions, links and states; run periodically.
+    pub async fn purge_expired(&self) -> Result<u64, CoreError> {
+        Ok(self.store.purge_expired(self.clock.now()).await?)
+    }
+
+    pub fn now(&self) -> OffsetDateTime {
+        self.clock.now()
+    }
+}

@@ -1,0 +1,24 @@
+//! Keyway's domain: everything the broker decides, with no HTTP framework and no SQL.
+//!
+//! Time ([`clock::Clock`]), storage ([`store::Store`]) and outbound HTTP
+//! ([`outbound::HttpClient`]) come in through small traits so that the rules here are
+//! tested without sockets or sleeping.
+
+pub mod admin;
+pub mod broker;
+pub mod catalog;
+pub mod clock;
+pub mod connect;
+pub mod connections;
+pub mod error;
+pub mod ids;
+pub mod model;
+pub mod oauth;
+pub mod outbound;
+pub mod secret;
+pub mod store;
+pub mod tokens;
+pub mod vault;
+
+pub use broker::{Broker, BrokerSettings};
+pub use error::{CoreError, StoreError};

@@ -1,0 +1,244 @@
+//! The records Keyway keeps. Token material appears here only sealed (see [`crate::vault`]).
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use time::OffsetDateTime;
+
+/// One product or trust context using Keyway (spec §1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Application {
+    pub id: String,
+    pub name: String,
+    /// Exact return URLs the connect flow may redirect to (S5).
+    pub return_urls: Vec<String>,
+    /// Origins allowed to embed the widget and receive its messages.
+    pub allowed_origins: Vec<String>,
+    /// Integration slugs this application may use; `None` means all.
+    pub allowed_integrations: Option<Vec<String>>,
+    pub agent_session_max_secs: i64,
+    pub agent_session_default_secs: i64,
+    pub login_url: Option<String>,
+    pub created_at: OffsetDateTime,
+}
+
+/// Who is calling the API, established from the bearer API key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// An operator key: manages integrations and applications, reads everything.
+    Admin { key_id: String },
+    /// An application key: sees only its application's connections (S6).
+    Application {
+        key_id: String,
+        application_id: String,
+    },
+}
+
+impl Principal {
+    pub fn key_id(&self) -> &str {
+        match self {
+            Principal::Admin { key_id } | Principal::Application { key_id, .. } => key_id,
+        }
+    }
+    pub fn application_id(&self) -> Option<&str> {
+        match self {
+            Principal::Admin { .. } => None,
+            Principal::Application { application_id, .. } => Some(application_id),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    pub id: String,
+    /// `None` for admin keys.
+    pub application_id: Option<String>,
+    pub name: String,
+    /// SHA-256 of the key; the key itself is shown once and never stored (S3).
+    pub hash: String,
+    /// The first characters of the key, to tell keys apart in lists.
+    pub prefix: String,
+    pub created_at: OffsetDateTime,
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+/// A configured use of a provider (spec §1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Integration {
+    pub slug: String,
+    pub provider: String,
+    pub client_id: String,
+    /// Sealed client secret.
+    pub client_secret_sealed: Option<String>,
+    pub scopes: Vec<String>,
+    pub settings: BTreeMap<String, String>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionStatus {
+    Active,
+    NeedsReauthorization,
+    Revoked,
+}
+
+impl ConnectionStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ConnectionStatus::Active => "active",
+            ConnectionStatus::NeedsReauthorization => "needs_reauthorization",
+            ConnectionStatus::Revoked => "revoked",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(Self::Active),
+            "needs_reauthorization" => Some(Self::NeedsReauthorization),
+            "revoked" => Some(Self::Revoked),
+            _ => None,
+        }
+    }
+}
+
+/// Sealed token material of a connection, with the version that fences writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedTokens {
+    pub access_token: String,
+    pub refresh_token: Option<String>,
+    pub token_type: String,
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+/// One user's binding to one integration inside one application (spec §1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connection {
+    pub id: String,
+    pub application_id: String,
+    pub user_id: String,
+    pub organization_id: Option<String>,
+    pub integration: String,
+    pub provider: String,
+    pub status: ConnectionStatus,
+    pub scopes: Vec<String>,
+    pub account_id: Option<String>,
+    pub account_name: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+    pub owner: Option<String>,
+    pub purpose: Option<String>,
+    pub label: Option<String>,
+    pub tokens: Option<SealedTokens>,
+    /// Incremented on every token write; a refresh that read version N may only write
+    /// if no one else wrote since (R1 fencing, R2 race detection).
+    pub token_version: i64,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+    pub last_used_at: Option<OffsetDateTime>,
+    pub last_refreshed_at: Option<OffsetDateTime>,
+    pub last_validated_at: Option<OffsetDateTime>,
+    pub revoked_at: Option<OffsetDateTime>,
+    /// Result of the provider revocation when the connection was disconnected.
+    pub revocation: Option<RevocationOutcome>,
+}
+
+/// The (application, user, organization, integration) key: one connection each.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ConnectionKey {
+    pub application_id: String,
+    pub user_id: String,
+    pub organization_id: Option<String>,
+    pub integration: String,
+}
+
+/// Filters for listing connections.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionFilter {
+    pub application_id: Option<String>,
+    pub user_id: Option<String>,
+    pub organization_id: Option<String>,
+    pub integration: Option<String>,
+    pub status: Option<ConnectionStatus>,
+    /// Return only ids greater than this (the opaque cursor).
+    pub after_id: Option<String>,
+    pub limit: u32,
+}
+
+/// A short-lived authority to connect accounts for one user through the widget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectSession {
+    pub id: String,
+    pub token_hash: String,
+    pub application_id: String,
+    pub user_id: String,
+    pub organization_id: Option<String>,
+    pub integrations: Option<Vec<String>>,
+    pub return_url: Option<String>,
+    pub owner: Option<String>,
+    pub purpose: Option<String>,
+    pub expires_at: OffsetDateTime,
+    pub created_at: OffsetDateTime,
+}
+
+/// A pending authorization: the OAuth `state`, stored by hash, single-use (S4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingAuthorization {
+    /// SHA-256 of the `state` value sent to the provider.
+    pub state_hash: String,
+    pub application_id: String,
+    pub user_id: String,
+    pub organization_id: Option<String>,
+    pub integration: String,
+    pub connect_session_id: Option<String>,
+    /// SHA-256 of the browser-binding cookie set before the redirect to the provider.
+    pub browser_hash: String,
+    /// Sealed PKCE code verifier, when the provider uses PKCE.
+    pub pkce_verifier_sealed: Option<String>,
+    pub redirect_uri: String,
+    pub return_url: Option<String>,
+    pub owner: Option<String>,
+    pub purpose: Option<String>,
+    pub expires_at: OffsetDateTime,
+}
+
+/// An authorization link from `POST /v1/integrations/{slug}/authorize`, waiting for the
+/// browser to open it (the browser binding is only set then).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorizeLink {
+    pub id: String,
+    pub application_id: String,
+    pub user_id: String,
+    pub organization_id: Option<String>,
+    pub integration: String,
+    pub connect_session_id: Option<String>,
+    pub return_url: Option<String>,
+    pub owner: Option<String>,
+    pub purpose: Option<String>,
+    pub expires_at: OffsetDateTime,
+}
+
+/// Outcome of revoking a grant at the provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevocationOutcome {
+    Confirmed,
+    Unsupported,
+    Failed,
+}
+
+impl RevocationOutcome {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "confirmed" => Some(Self::Confirmed),
+            "unsupported" => Some(Self::Unsupported),
+            "failed" => Some(Self::Failed),
+            _ => None,
+        }
+    }
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RevocationOutcome::Confirmed => "confirmed",
+            RevocationOutcome::Unsupported => "unsupported",
+            RevocationOutcome::Failed => "failed",
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! The storage contract. One trait, implemented for SQLite in `keyway-store` (and for
+//! PostgreSQL later), tested by the same suite against each.
+//!
+//! Every method is one atomic step: where a rule needs "read then write" the method does
+//! it in one statement or one transaction, so nothing is half-written (S10).
+
+use crate::error::StoreError;
+use crate::model::*;
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+/// A sealed value somewhere in the database, for master-key rotation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedValue {
+    pub table: &'static str,
+    pub record_id: String,
+    pub field: &'static str,
+    pub value: String,
+}
+
+/// New tokens from a refresh, already sealed.
+#[derive(Debug, Clone)]
+pub struct RefreshedTokens {
+    pub tokens: SealedTokens,
+    pub scopes: Vec<String>,
+    pub refreshed_at: OffsetDateTime,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// A cheap round trip, for `/readyz`.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    // Applications and API keys.
+    async fn insert_application(&self, app: &Application) -> Result<(), StoreError>;
+    async fn get_application(&self, id: &str) -> Result<Option<Application>, StoreError>;
+    async fn list_applications(&self) -> Result<Vec<Application>, StoreError>;
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError>;
+    async fn find_api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
+    async fn list_api_keys(
+        &self,
+        application_id: Option<&str>,
+    ) -> Result<Vec<ApiKeyRecord>, StoreError>;
+    /// Marks a key revoked; false if there was no such live key.
+    async fn revoke_api_key(&self, id: &str, at: OffsetDateTime) -> Result<bool, StoreError>;
+
+    // Integrations.
+    /// Fails with [`StoreError::Conflict`] if the slug exists.
+    async fn insert_integration(&self, integration: &Integration) -> Result<(), StoreError>;
+    async fn get_integration(&self, slug: &str) -> Result<Option<Integration>, StoreError>;
+    async fn list_integrations(&self) -> Result<Vec<Integration>, StoreError>;
+    async fn update_integration(&self, integration: &Integration) -> Result<bool, StoreError>;
+
+    // Connect sessions, authorization links and pending authorizations.
+    async fn insert_connect_session(&self, session: &ConnectSession) -> Result<(), StoreError>;
+    async fn find_connect_session_by_token_hash(
+        &self,
+        hash: &str,
+    ) -> Result<Option<ConnectSession>, StoreError>;
+    async fn insert_authorize_link(&self, link: &AuthorizeLink) -> Result<(), StoreError>;
+    async fn get_authorize_link(&self, id: &str) -> Result<Option<AuthorizeLink>, StoreError>;
+    async fn insert_pending_authorization(
+        &self,
+        p: &PendingAuthorization,
+    ) -> Result<(), StoreError>;
+    /// Removes and returns the pending authorization: a `state` works once (S4).
+    async fn take_pending_authorization(
+        &self,
+        state_hash: &str,
+    ) -> Result<Option<PendingAuthorization>, StoreError>;
+    /// Deletes expired sessions, links and pending authorizations.
+    async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
+
+    // Connections.
+    async fn get_connection(&self, id: &str) -> Result<Option<Connection>, StoreError>;
+    async fn find_connection(&self, key: &ConnectionKey) -> Result<Option<Connection>, StoreError>;
+    async fn list_connections(
+        &self,
+        filter: &ConnectionFilter,
+    ) -> Result<Vec<Connection>, StoreError>;
+    /// Inserts a new connection or replaces the grant of the one with the same id (a
+    /// reconnect): tokens, scopes, account, status `active`, `token_version` + 1.
+    /// [`StoreError::Conflict`] if another connection holds the same key.
+    async fn save_grant(&self, connection: &Connection) -> Result<(), StoreError>;
+    async fn update_connection_details(
+        &self,
+        id: &str,
+        owner: Option<Option<String>>,
+        purpose: Option<Option<String>>,
+        label: Option<Option<String>>,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+    async fn touch_last_used(&self, id: &str, at: OffsetDateTime) -> Result<(), StoreError>;
+
+    // Refresh lease (R1 across processes) and fenced writes.
+    /// Takes the refresh lease if it is free or expired; returns the new fence number.
+    async fn acquire_refresh_lease(
+        &self,
+        id: &str,
+        holder: &str,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> Result<Option<i64>, StoreError>;
+    /// Writes refreshed tokens only if the lease `fence` is still the current one, then
+    /// releases the lease. False means the lease was lost and nothing was written.
+    async fn write_refreshed_tokens(
+        &self,
+        id: &str,
+        fence: i64,
+        tokens: &RefreshedTokens,
+    ) -> Result<bool, StoreError>;
+    async fn release_refresh_lease(&self, id: &str, fence: i64) -> Result<(), StoreError>;
+    /// Marks `needs_reauthorization` only if no token was written since `token_version`
+    /// (R2: a changed version means a race, not a dead grant).
+    async fn mark_needs_reauthorization(
+        &self,
+        id: &str,
+        token_version: i64,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+    /// Status `revoked`, token material erased (crypto-shred), record kept as a tombstone.
+    async fn revoke_connection(
+        &self,
+        id: &str,
+        outcome: RevocationOutcome,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+
+    // Vault rotation.
+    async fn list_sealed_values(&self) -> Result<Vec<SealedValue>, StoreError>;
+    /// Compare-and-swap of one sealed value: false if it changed meanwhile.
+    async fn replace_sealed_value(
+        &self,
+        old: &SealedValue,
+        new_value: &str,
+    ) -> Result<bool, StoreError>;
+}

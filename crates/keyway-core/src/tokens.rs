@@ -1,0 +1,546 @@
+//! `POST /v1/token`: hand out a fresh access token, refreshing exactly once (R1–R4, R6).
+//!
+//! * R1 in process: callers for one connection queue on a per-connection async mutex and
+//!   re-check after acquiring it, so one refresh serves them all. Across processes: a
+//!   lease row with a fence number; the new tokens are written only if the fence is
+//!   still ours.
+//! * R2: on a dead-grant answer the connection is re-read; if its tokens changed
+//!   meanwhile, someone else refreshed and the new token is used.
+//! * R3: transient failures are retried with bounded, jittered backoff; a still-valid
+//!   token is returned, otherwise `provider_unavailable`.
+//! * R4: new tokens are committed before any caller sees them.
+
+use crate::broker::Broker;
+use crate::error::CoreError;
+use crate::model::{Connection, ConnectionKey, ConnectionStatus, SealedTokens};
+use crate::oauth::{self, Grant, TokenEndpointError, TokenSet};
+use crate::outbound::OutboundError;
+use crate::secret::Secret;
+use crate::store::RefreshedTokens;
+use crate::vault::FieldRef;
+use rand::Rng;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use time::OffsetDateTime;
+
+/// What the token call answers.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    pub connection_id: String,
+    pub access_token: Secret,
+    pub token_type: String,
+    pub expires_at: Option<OffsetDateTime>,
+    pub scopes: Vec<String>,
+    pub missing_scopes: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenRequest {
+    pub application_id: String,
+    pub integration: String,
+    pub user_id: String,
+    pub organization_id: Option<String>,
+}
+
+#[derive(Clone)]
+struct CachedToken {
+    connection_id: String,
+    access_token: Secret,
+    token_type: String,
+    expires_at: Option<OffsetDateTime>,
+    scopes: Vec<String>,
+    last_used_written: OffsetDateTime,
+}
+
+/// Opened access tokens of active connections, by connection key. Entries are dropped
+/// whenever the connection's tokens or status change in this process.
+#[derive(Default)]
+pub(crate) struct TokenCache {
+    inner: Mutex<HashMap<ConnectionKey, CachedToken>>,
+}
+
+impl TokenCache {
+    fn get(&self, key: &ConnectionKey) -> Option<CachedToken> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
+    }
+    fn put(&self, key: ConnectionKey, t: CachedToken) {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, t);
+    }
+    fn mark_used(&self, key: &ConnectionKey, at: OffsetDateTime) {
+        if let Some(t) = self
+            .inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(key)
+        {
+            t.last_used_written = at;
+        }
+    }
+    pub(crate) fn forget_connection(&self, id: &str) {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, v| v.connection_id != id);
+    }
+}
+
+/// Counters for `/metrics` and the benchmarks.
+#[derive(Default)]
+pub struct RefreshStats {
+    pub refreshes: AtomicU64,
+    pub refresh_failures: AtomicU64,
+    pub token_calls: AtomicU64,
+}
+
+impl RefreshStats {
+    pub fn snapshot(&self) -> (u64, u64, u64) {
+        (
+            self.token_calls.load(Ordering::Relaxed),
+            self.refreshes.load(Ordering::Relaxed),
+            self.refresh_failures.load(Ordering::Relaxed),
+        )
+    }
+}
+
+enum RefreshOutcome {
+    Tokens(Box<TokenSet>),
+    Dead(String),
+    Transient(String, Option<u64>),
+    Rejected(String),
+}
+
+impl Broker {
+    pub fn refresh_stats(&self) -> &RefreshStats {
+        &self.stats
+    }
+
+    /// The token call. `application_id` comes from the caller's API key (S6).
+    pub async fn issue_token(&self, req: &TokenRequest) -> Result<IssuedToken, CoreError> {
+        self.stats.token_calls.fetch_add(1, Ordering::Relaxed);
+        let integration =
+            self.integration(&req.integration)
+                .await
+                .map_err(|_| CoreError::NotInstalled {
+                    integration: req.integration.clone(),
+                })?;
+        let key = ConnectionKey {
+            application_id: req.application_id.clone(),
+            user_id: req.user_id.clone(),
+            organization_id: req.organization_id.clone(),
+            integration: req.integration.clone(),
+        };
+        let configured = self.configured_scopes(&integration);
+        let now = self.clock.now();
+        if let Some(c) = self.cache.get(&key) {
+            if self.is_fresh(c.expires_at, now) {
+                self.note_use(&key, &c.connection_id, c.last_used_written, now)
+                    .await;
+                return Ok(self.answer(&c, &configured));
+            }
+        }
+        let conn =
+            self.store
+                .find_connection(&key)
+                .await?
+                .ok_or_else(|| CoreError::NotInstalled {
+                    integration: req.integration.clone(),
+                })?;
+        let cached = self.usable_or_refresh(&key, conn).await?;
+        self.note_use(&key, &cached.connection_id, cached.last_used_written, now)
+            .await;
+        Ok(self.answer(&cached, &configured))
+    }
+
+    fn configured_scopes(&self, integration: &crate::model::Integration) -> Vec<String> {
+        if integration.scopes.is_empty() {
+            self.catalog
+                .get(&integration.provider)
+                .map(|e| e.provider.oauth2.default_scopes.clone())
+                .unwrap_or_default()
+        } else {
+            integration.scopes.clone()
+        }
+    }
+
+    fn answer(&self, c: &CachedToken, configured: &[String]) -> IssuedToken {
+        IssuedToken {
+            connection_id: c.connection_id.clone(),
+            access_token: c.access_token.clone(),
+            token_type: c.token_type.clone(),
+            expires_at: c.expires_at,
+            scopes: c.scopes.clone(),
+            missing_scopes: configured
+                .iter()
+                .filter(|s| !c.scopes.contains(s))
+                .cloned()
+                .collect(),
+        }
+    }
+
+    fn is_fresh(&self, expires_at: Option<OffsetDateTime>, now: OffsetDateTime) -> bool {
+        expires_at.is_none_or(|e| e - self.settings.refresh_ahead > now)
+    }
+
+    /// `last_used_at` is written at most once per interval per connection, so the hot
+    /// path stays in memory.
+    async fn note_use(
+        &self,
+        key: &ConnectionKey,
+        id: &str,
+        last_written: OffsetDateTime,
+        now: OffsetDateTime,
+    ) {
+        if now - last_written < self.settings.usage_write_interval {
+            return;
+        }
+        self.cache.mark_used(key, now);
+        if let Err(e) = self.store.touch_last_used(id, now).await {
+            tracing::warn!(connection = id, error = %e, "could not record last use");
+        }
+    }
+
+    fn check_status(&self, conn: &Connection) -> Result<(), CoreError> {
+        match conn.status {
+            ConnectionStatus::Active => Ok(()),
+            ConnectionStatus::Revoked => Err(CoreError::NotInstalled {
+                integration: conn.integration.clone(),
+            }),
+            ConnectionStatus::NeedsReauthorization => Err(CoreError::NeedsReauthorization {
+                connection_id: conn.id.clone(),
+                reconnect_url: None,
+            }),
+        }
+    }
+
+    fn open_cached(&self, conn: &Connection) -> Result<(CachedToken, Option<Secret>), CoreError> {
+        let tokens = conn
+            .tokens
+            .as_ref()
+            .ok_or_else(|| CoreError::NotInstalled {
+                integration: conn.integration.clone(),
+            })?;
+        let access = self.vault.open(
+            FieldRef::new("connections", &conn.id, "access_token"),
+            &tokens.access_token,
+        )?;
+        let refresh = match &tokens.refresh_token {
+            Some(r) => Some(
+                self.vault
+                    .open(FieldRef::new("connections", &conn.id, "refresh_token"), r)?,
+            ),
+            None => None,
+        };
+        let last = conn.last_used_at.unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        Ok((
+            CachedToken {
+                connection_id: conn.id.clone(),
+                access_token: access,
+                token_type: tokens.token_type.clone(),
+                expires_at: tokens.expires_at,
+                scopes: conn.scopes.clone(),
+                last_used_written: last,
+            },
+            refresh,
+        ))
+    }
+
+    fn flight(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut f = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+        f.entry(id.to_string()).or_default().clone()
+    }
+
+    fn drop_flight(&self, id: &str, lock: &Arc<tokio::sync::Mutex<()>>) {
+        let mut f = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+        // Two references: the map's and ours. Anyone else waiting keeps it alive.
+        if Arc::strong_count(lock) <= 2 {
+            f.remove(id);
+        }
+    }
+
+    async fn usable_or_refresh(
+        &self,
+        key: &ConnectionKey,
+        conn: Connection,
+    ) -> Result<CachedToken, CoreError> {
+        self.check_status(&conn)?;
+        let (cached, _) = self.open_cached(&conn)?;
+        if self.is_fresh(cached.expires_at, self.clock.now()) {
+            self.cache.put(key.clone(), cached.clone());
+            return Ok(cached);
+        }
+        let lock = self.flight(&conn.id);
+        let result = {
+            let _guard = lock.lock().await;
+            self.refresh_locked(key, &conn.id).await
+        };
+        self.drop_flight(&conn.id, &lock);
+        result
+    }
+
+    /// Runs with the in-process flight lock held.
+    async fn refresh_locked(
+        &self,
+        key: &ConnectionKey,
+        id: &str,
+    ) -> Result<CachedToken, CoreError> {
+        // Someone in this process may have refreshed while we waited.
+        if let Some(c) = self.cache.get(key) {
+            if self.is_fresh(c.expires_at, self.clock.now()) {
+                return Ok(c);
+            }
+        }
+        let deadline = self.clock.now() + self.settings.lease_ttl * 2;
+        let mut wait = std::time::Duration::from_millis(20);
+        loop {
+            let conn =
+                self.store
+                    .get_connection(id)
+                    .await?
+                    .ok_or_else(|| CoreError::NotInstalled {
+                        integration: key.integration.clone(),
+                    })?;
+            self.check_status(&conn)?;
+            let (cached, refresh_token) = self.open_cached(&conn)?;
+            let now = self.clock.now();
+            if self.is_fresh(cached.expires_at, now) {
+                self.cache.put(key.clone(), cached.clone());
+                return Ok(cached);
+            }
+            let until = now + self.settings.lease_ttl;
+            match self
+                .store
+                .acquire_refresh_lease(id, &self.holder_id, now, until)
+                .await?
+            {
+                Some(fence) => {
+                    // Re-read under the lease: the refresh must use the newest refresh token.
+                    let conn = self.store.get_connection(id).await?.ok_or_else(|| {
+                        CoreError::NotInstalled {
+                            integration: key.integration.clone(),
+                        }
+                    })?;
+                    let result = self.refresh_with_lease(key, conn, fence).await;
+                    if result.is_err() {
+                        let _ = self.store.release_refresh_lease(id, fence).await;
+                    }
+                    return result;
+                }
+                None => {
+                    // Another process holds the lease: wait for its write, bounded.
+                    if self.clock.now() > deadline {
+                        if let Some(c) = still_valid(&cached, self.clock.now()) {
+                            return Ok(c);
+                        }
+                        return Err(CoreError::ProviderUnavailable {
+                            provider: conn.provider.clone(),
+                            retry_after_secs: 1,
+                        });
+                    }
+                    let _ = refresh_token;
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_millis(250));
+                }
+            }
+        }
+    }
+
+    async fn refresh_with_lease(
+        &self,
+        key: &ConnectionKey,
+        conn: Connection,
+        fence: i64,
+    ) -> Result<CachedToken, CoreError> {
+        self.check_status(&conn)?;
+        let (current, refresh_token) = self.open_cached(&conn)?;
+        if self.is_fresh(current.expires_at, self.clock.now()) {
+            self.store.release_refresh_lease(&conn.id, fence).await?;
+            self.cache.put(key.clone(), current.clone());
+            return Ok(current);
+        }
+        let integration = self.integration(&conn.integration).await?;
+        let Some(refresh_token) = refresh_token else {
+            // Expired and nothing to refresh with: only the user can fix this.
+            return self.dead_grant(&conn, "no_refresh_token").await;
+        };
+        match self.call_refresh(&integration, &refresh_token).await? {
+            RefreshOutcome::Tokens(set) => {
+                self.stats.refreshes.fetch_add(1, Ordering::Relaxed);
+                let now = self.clock.now();
+                let sealed = self.seal_tokens(&conn.id, &set, Some(&refresh_token), now);
+                let scopes = set.scopes.clone().unwrap_or_else(|| conn.scopes.clone());
+                let written = self
+                    .store
+                    .write_refreshed_tokens(
+                        &conn.id,
+                        fence,
+                        &RefreshedTokens {
+                            tokens: sealed.clone(),
+                            scopes: scopes.clone(),
+                            refreshed_at: now,
+                        },
+                    )
+                    .await?;
+                if !written {
+                    // Our lease was taken over; whoever holds it now wrote or will write
+                    // newer tokens, and ours must not overwrite them.
+                    tracing::warn!(connection = %conn.id, "refresh lease lost; discarding our result");
+                    let latest = self.store.get_connection(&conn.id).await?;
+                    if let Some(latest) = latest {
+                        let (c, _) = self.open_cached(&latest)?;
+                        if let Some(c) = still_valid(&c, self.clock.now()) {
+                            return Ok(c);
+                        }
+                    }
+                    return Err(CoreError::ProviderUnavailable {
+                        provider: conn.provider.clone(),
+                        retry_after_secs: 1,
+                    });
+                }
+                let cached = CachedToken {
+                    connection_id: conn.id.clone(),
+                    access_token: set.access_token.clone(),
+                    token_type: set.token_type.clone(),
+                    expires_at: sealed.expires_at,
+                    scopes,
+                    last_used_written: current.last_used_written,
+                };
+                self.cache.put(key.clone(), cached.clone());
+                Ok(cached)
+            }
+            RefreshOutcome::Dead(code) => {
+                self.stats.refresh_failures.fetch_add(1, Ordering::Relaxed);
+                // R2: a changed token means another refresher won the race.
+                if let Some(latest) = self.store.get_connection(&conn.id).await? {
+                    if latest.token_version != conn.token_version {
+                        self.store.release_refresh_lease(&conn.id, fence).await?;
+                        self.check_status(&latest)?;
+                        let (c, _) = self.open_cached(&latest)?;
+                        self.cache.put(key.clone(), c.clone());
+                        return Ok(c);
+                    }
+                }
+                self.dead_grant(&conn, &code).await
+            }
+            RefreshOutcome::Transient(detail, retry_after) => {
+                self.stats.refresh_failures.fetch_add(1, Ordering::Relaxed);
+                self.store.release_refresh_lease(&conn.id, fence).await?;
+                tracing::warn!(connection = %conn.id, provider = %conn.provider, %detail, "refresh failed transiently");
+                if let Some(c) = still_valid(&current, self.clock.now()) {
+                    return Ok(c);
+                }
+                Err(CoreError::ProviderUnavailable {
+                    provider: conn.provider.clone(),
+                    retry_after_secs: retry_after.unwrap_or(5).clamp(1, 300),
+                })
+            }
+            RefreshOutcome::Rejected(detail) => {
+                self.stats.refresh_failures.fetch_add(1, Ordering::Relaxed);
+                self.store.release_refresh_lease(&conn.id, fence).await?;
+                tracing::warn!(connection = %conn.id, provider = %conn.provider, %detail, "provider rejected the refresh");
+                if let Some(c) = still_valid(&current, self.clock.now()) {
+                    return Ok(c);
+                }
+                Err(CoreError::ProviderRejected {
+                    provider: conn.provider.clone(),
+                    detail,
+                })
+            }
+        }
+    }
+
+    async fn dead_grant(&self, conn: &Connection, code: &str) -> Result<CachedToken, CoreError> {
+        let now = self.clock.now();
+        let marked = self
+            .store
+            .mark_needs_reauthorization(&conn.id, conn.token_version, now)
+            .await?;
+        self.cache.forget_connection(&conn.id);
+        if marked {
+            tracing::info!(connection = %conn.id, provider = %conn.provider, code, "grant is dead; connection needs reauthorization");
+        }
+        Err(CoreError::NeedsReauthorization {
+            connection_id: conn.id.clone(),
+            reconnect_url: None,
+        })
+    }
+
+    /// Seals a token set for a connection; keeps the old refresh token when the provider
+    /// did not send a new one.
+    pub(crate) fn seal_tokens(
+        &self,
+        id: &str,
+        set: &TokenSet,
+        old_refresh: Option<&Secret>,
+        now: OffsetDateTime,
+    ) -> SealedTokens {
+        let refresh = set.refresh_token.as_ref().or(old_refresh);
+        SealedTokens {
+            access_token: self.vault.seal(
+                FieldRef::new("connections", id, "access_token"),
+                set.access_token.expose(),
+            ),
+            refresh_token: refresh.map(|r| {
+                self.vault.seal(
+                    FieldRef::new("connections", id, "refresh_token"),
+                    r.expose(),
+                )
+            }),
+            token_type: set.token_type.clone(),
+            expires_at: set
+                .expires_in
+                .map(|s| now + time::Duration::seconds(s.min(i64::MAX as u64 / 2) as i64)),
+        }
+    }
+
+    /// One refresh, retried on transient failures with jittered exponential backoff.
+    async fn call_refresh(
+        &self,
+        integration: &crate::model::Integration,
+        refresh_token: &Secret,
+    ) -> Result<RefreshOutcome, CoreError> {
+        let ctx = self.provider_ctx(integration)?;
+        let mut last = RefreshOutcome::Transient("no attempt".into(), None);
+        for attempt in 0..self.settings.refresh_attempts.max(1) {
+            if attempt > 0 {
+                let base = self.settings.retry_base_delay * 2u32.pow(attempt - 1);
+                let jitter = rand::thread_rng().gen_range(0.5..1.5);
+                tokio::time::sleep(base.mul_f64(jitter)).await;
+            }
+            let mut req = oauth::token_request(&ctx, Grant::Refresh { refresh_token })?;
+            req.timeout = self.settings.provider_timeout;
+            last = match self.http.send(req).await {
+                Ok(resp) => match oauth::parse_token_response(ctx.entry, &resp) {
+                    Ok(set) => return Ok(RefreshOutcome::Tokens(Box::new(set))),
+                    Err(TokenEndpointError::DeadGrant { code }) => {
+                        return Ok(RefreshOutcome::Dead(code))
+                    }
+                    Err(TokenEndpointError::Rejected { detail, .. }) => {
+                        return Ok(RefreshOutcome::Rejected(detail))
+                    }
+                    Err(TokenEndpointError::Transient {
+                        detail,
+                        retry_after,
+                    }) => RefreshOutcome::Transient(detail, retry_after),
+                },
+                Err(OutboundError::Refused(d)) => return Ok(RefreshOutcome::Rejected(d)),
+                Err(e) => RefreshOutcome::Transient(e.to_string(), None),
+            };
+        }
+        Ok(last)
+    }
+}
+
+fn still_valid(c: &CachedToken, now: OffsetDateTime) -> Option<CachedToken> {
+    match c.expires_at {
+        Some(e) if e <= now => None,
+        _ => Some(c.clone()),
+    }
+}

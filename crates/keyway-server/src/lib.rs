@@ -1,0 +1,133 @@
+//! Keyway's HTTP surface: the v1 API, the hosted connect pages, the OAuth callback, the
+//! built-in sandbox provider and the operations endpoints. Handlers are thin: they
+//! extract, call the broker, and map the result.
+
+pub mod api;
+pub mod app;
+pub mod dev;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod openapi;
+pub mod ops;
+pub mod outbound;
+pub mod pages;
+pub mod sandbox;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use keyway_core::Broker;
+use std::ops::Deref;
+use std::sync::Arc;
+
+/// Settings of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub public_url: String,
+    /// SHA-256 of `KEYWAY_ADMIN_KEY`, when set.
+    pub admin_key_hash: Option<String>,
+    pub dev: bool,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+}
+
+impl ServerConfig {
+    pub fn secure_cookies(&self) -> bool {
+        self.public_url.starts_with("https://")
+    }
+}
+
+pub struct Inner {
+    pub broker: Arc<Broker>,
+    pub config: ServerConfig,
+    pub pages: pages::Pages,
+    pub metrics: metrics::Metrics,
+    pub sandbox: Option<Arc<sandbox::Sandbox>>,
+}
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(
+        broker: Arc<Broker>,
+        config: ServerConfig,
+        sandbox: Option<Arc<sandbox::Sandbox>>,
+    ) -> Self {
+        let metrics = metrics::Metrics::new(broker.clone());
+        Self(Arc::new(Inner {
+            broker,
+            config,
+            pages: pages::Pages::new(),
+            metrics,
+            sandbox,
+        }))
+    }
+}
+
+/// Every route of the server.
+pub fn router(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route(
+            "/integrations",
+            post(api::admin::create_integration).get(api::admin::list_integrations),
+        )
+        .route(
+            "/integrations/{slug}",
+            get(api::admin::get_integration).patch(api::admin::patch_integration),
+        )
+        .route(
+            "/integrations/{slug}/authorize",
+            post(api::connect::authorize),
+        )
+        .route(
+            "/applications",
+            post(api::admin::create_application).get(api::admin::list_applications),
+        )
+        .route(
+            "/applications/{id}/api-keys",
+            post(api::admin::create_api_key).get(api::admin::list_api_keys),
+        )
+        .route(
+            "/api-keys/{id}",
+            axum::routing::delete(api::admin::revoke_api_key),
+        )
+        .route("/providers", get(api::admin::list_providers))
+        .route("/admin/master-key/rotate", post(api::admin::reseal))
+        .route("/connect/sessions", post(api::connect::create_session))
+        .route("/token", post(api::tokens::issue))
+        .route("/connections", get(api::connections::list))
+        .route(
+            "/connections/{id}",
+            get(api::connections::get)
+                .patch(api::connections::patch)
+                .delete(api::connections::delete),
+        )
+        .fallback(ops::not_found);
+    let mut app = Router::new()
+        .nest("/v1", v1)
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .merge(pages::routes());
+    if state.sandbox.is_some() {
+        app = app.merge(sandbox::routes());
+    }
+    app.fallback(ops::not_found)
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
+        .with_state(state)
+}

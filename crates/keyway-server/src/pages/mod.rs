@@ -1,0 +1,456 @@
+//! Server-rendered pages: the hosted connect widget, the authorization-link page, and
+//! the OAuth callback. They work without JavaScript.
+//!
+//! Before any provider is contacted the page says who is connecting what for which
+//! application (S9). Starting a flow sets a browser-binding cookie whose hash the
+//! pending authorization stores; the callback must present it (S4). Forms carry a
+//! CSRF token derived from that cookie (S8).
+
+mod render;
+
+pub use render::Pages;
+
+use crate::AppState;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::{Form, Router};
+use keyway_core::connect::{CallbackOutcome, CallbackParams, FlowTarget};
+use keyway_core::ids::{random_token, sha256_hex};
+use keyway_core::CoreError;
+use minijinja::context;
+use serde::Deserialize;
+
+const BIND_COOKIE: &str = "kw_bind";
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/connect/{token}", get(widget).post(start_from_widget))
+        .route("/connect/link/{id}", get(link_page).post(start_from_link))
+        .route("/oauth/callback", get(callback))
+        .route("/assets/keyway.css", get(stylesheet))
+}
+
+async fn stylesheet() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../../assets/keyway.css"),
+    )
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+}
+
+/// The browser-binding secret: the existing cookie, or a new one to set.
+fn binding(headers: &HeaderMap) -> (String, bool) {
+    match cookie(headers, BIND_COOKIE) {
+        Some(v) => (v, false),
+        None => (random_token(32), true),
+    }
+}
+
+fn csrf_for(binding: &str) -> String {
+    sha256_hex(&format!("keyway csrf\0{binding}"))
+}
+
+fn set_cookie(s: &AppState, resp: &mut Response, value: &str) {
+    let secure = if s.config.secure_cookies() {
+        "; Secure"
+    } else {
+        ""
+    };
+    // Lax: the cookie must come back on the provider's top-level redirect to the callback.
+    let c = format!("{BIND_COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age=3600{secure}");
+    if let Ok(v) = HeaderValue::from_str(&c) {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
+fn page(s: &AppState, status: StatusCode, name: &str, ctx: minijinja::Value) -> Response {
+    s.pages.render(status, name, ctx)
+}
+
+fn error_page(s: &AppState, e: &CoreError) -> Response {
+    let (status, title, message) = match e {
+        CoreError::NotFound { .. } => (StatusCode::NOT_FOUND, "Link not found", "This link is not valid. Ask the application for a new one.".to_string()),
+        CoreError::Invalid { code: "connect_session_expired" | "link_expired", .. } => {
+            (StatusCode::GONE, "Link expired", "This link has expired. Go back to the application and start again.".to_string())
+        }
+        CoreError::Invalid { code: "invalid_state", .. } => (
+            StatusCode::BAD_REQUEST,
+            "This sign-in can't be completed",
+            "It was already used, has expired, or did not start here. Go back to the application and connect again.".to_string(),
+        ),
+        CoreError::Forbidden { code: "browser_mismatch", .. } => (
+            StatusCode::FORBIDDEN,
+            "Started in another browser",
+            "For your safety, a connection must be finished in the browser that started it. Start again from the application.".to_string(),
+        ),
+        CoreError::Forbidden { code: "csrf", .. } => (
+            StatusCode::FORBIDDEN,
+            "Please try again",
+            "The form expired or came from another page. Reload the page and try again.".to_string(),
+        ),
+        CoreError::Invalid { code: "issuer_mismatch", .. } => (
+            StatusCode::BAD_REQUEST,
+            "Unexpected sign-in response",
+            "The answer did not come from the service this connection was started with. Start again.".to_string(),
+        ),
+        CoreError::ProviderUnavailable { provider, .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Service unavailable",
+            format!("{provider} did not answer. Wait a moment and connect again."),
+        ),
+        CoreError::ProviderRejected { provider, .. } => (
+            StatusCode::BAD_GATEWAY,
+            "The service refused the connection",
+            format!("{provider} did not accept the sign-in. Try again; if it keeps failing, tell the application's support."),
+        ),
+        CoreError::Invalid { detail, .. } => (StatusCode::BAD_REQUEST, "Something is not right", detail.clone()),
+        other => {
+            tracing::error!(error = %other, "connect page failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong", "Keyway could not finish this step. Try again shortly.".to_string())
+        }
+    };
+    page(
+        s,
+        status,
+        "message.html",
+        context! { title, message, ok => false },
+    )
+}
+
+async fn widget(
+    State(s): State<AppState>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let session = match s.broker.connect_session_by_token(&token).await {
+        Ok(v) => v,
+        Err(e) => return error_page(&s, &e),
+    };
+    let (app, items) = match s.broker.widget_view(&session).await {
+        Ok(v) => v,
+        Err(e) => return error_page(&s, &e),
+    };
+    let (bind, fresh) = binding(&headers);
+    let rows: Vec<minijinja::Value> = items
+        .iter()
+        .map(|(i, conn, missing)| {
+            let entry = s.broker.catalog.get(&i.provider);
+            let state = match conn {
+                None => "not_connected",
+                Some(c) if c.status == keyway_core::model::ConnectionStatus::NeedsReauthorization => "needs_reconnect",
+                Some(_) if !missing.is_empty() => "missing_scopes",
+                Some(_) => "connected",
+            };
+            context! {
+                slug => i.slug,
+                name => entry.map(|e| e.provider.name.clone()).unwrap_or_else(|| i.provider.clone()),
+                initial => entry.map(|e| e.provider.name.chars().next().unwrap_or('?').to_string()).unwrap_or_default(),
+                state,
+                account => conn.as_ref().and_then(|c| c.account_name.clone().or(c.account_id.clone())),
+                missing => missing,
+            }
+        })
+        .collect();
+    let mut resp = page(
+        &s,
+        StatusCode::OK,
+        "connect.html",
+        context! {
+            app_name => app.name,
+            user_id => session.user_id,
+            organization_id => session.organization_id,
+            items => rows,
+            csrf => csrf_for(&bind),
+            action => format!("/connect/{token}"),
+        },
+    );
+    if fresh {
+        set_cookie(&s, &mut resp, &bind);
+    }
+    resp
+}
+
+#[derive(Deserialize)]
+struct StartForm {
+    integration: Option<String>,
+    csrf: String,
+}
+
+fn check_csrf(headers: &HeaderMap, form_csrf: &str) -> Result<String, CoreError> {
+    let bind = cookie(headers, BIND_COOKIE).ok_or(CoreError::Forbidden {
+        code: "csrf",
+        detail: "no binding cookie".into(),
+    })?;
+    let expected = csrf_for(&bind);
+    if subtle_eq(&expected, form_csrf) {
+        Ok(bind)
+    } else {
+        Err(CoreError::Forbidden {
+            code: "csrf",
+            detail: "csrf token mismatch".into(),
+        })
+    }
+}
+
+fn subtle_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+async fn start_from_widget(
+    State(s): State<AppState>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+    form: Result<Form<StartForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let result = async {
+        let Ok(Form(form)) = form else {
+            return Err(CoreError::invalid(
+                "invalid_request",
+                "the form is incomplete",
+            ));
+        };
+        let bind = check_csrf(&headers, &form.csrf)?;
+        let session = s.broker.connect_session_by_token(&token).await?;
+        let integration = form
+            .integration
+            .filter(|i| !i.is_empty())
+            .ok_or_else(|| CoreError::invalid("invalid_request", "choose an integration"))?;
+        if session
+            .integrations
+            .as_ref()
+            .is_some_and(|list| !list.contains(&integration))
+        {
+            return Err(CoreError::invalid(
+                "integration_not_allowed",
+                "this link does not offer that integration",
+            ));
+        }
+        s.broker
+            .start_authorization(
+                FlowTarget {
+                    application_id: session.application_id,
+                    user_id: session.user_id,
+                    organization_id: session.organization_id,
+                    integration,
+                    connect_session_id: Some(session.id),
+                    return_url: session.return_url,
+                    owner: session.owner,
+                    purpose: session.purpose,
+                },
+                &bind,
+            )
+            .await
+    }
+    .await;
+    match result {
+        Ok(url) => Redirect::to(&url).into_response(),
+        Err(e) => error_page(&s, &e),
+    }
+}
+
+async fn link_page(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let link = match s.broker.authorize_link(&id).await {
+        Ok(l) => l,
+        Err(e) => return error_page(&s, &e),
+    };
+    let app = match s.broker.store.get_application(&link.application_id).await {
+        Ok(Some(a)) => a,
+        _ => {
+            return error_page(
+                &s,
+                &CoreError::NotFound {
+                    what: "application",
+                },
+            )
+        }
+    };
+    let provider_name = match s.broker.store.get_integration(&link.integration).await {
+        Ok(Some(i)) => s
+            .broker
+            .catalog
+            .get(&i.provider)
+            .map(|e| e.provider.name.clone())
+            .unwrap_or(i.provider),
+        _ => {
+            return error_page(
+                &s,
+                &CoreError::NotFound {
+                    what: "integration",
+                },
+            )
+        }
+    };
+    let (bind, fresh) = binding(&headers);
+    let mut resp = page(
+        &s,
+        StatusCode::OK,
+        "link.html",
+        context! {
+            app_name => app.name,
+            user_id => link.user_id,
+            organization_id => link.organization_id,
+            provider_name,
+            csrf => csrf_for(&bind),
+            action => format!("/connect/link/{id}"),
+        },
+    );
+    if fresh {
+        set_cookie(&s, &mut resp, &bind);
+    }
+    resp
+}
+
+async fn start_from_link(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    form: Result<Form<StartForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let result = async {
+        let Ok(Form(form)) = form else {
+            return Err(CoreError::invalid(
+                "invalid_request",
+                "the form is incomplete",
+            ));
+        };
+        let bind = check_csrf(&headers, &form.csrf)?;
+        let link = s.broker.authorize_link(&id).await?;
+        s.broker
+            .start_authorization(
+                FlowTarget {
+                    application_id: link.application_id,
+                    user_id: link.user_id,
+                    organization_id: link.organization_id,
+                    integration: link.integration,
+                    connect_session_id: link.connect_session_id,
+                    return_url: link.return_url,
+                    owner: link.owner,
+                    purpose: link.purpose,
+                },
+                &bind,
+            )
+            .await
+    }
+    .await;
+    match result {
+        Ok(url) => Redirect::to(&url).into_response(),
+        Err(e) => error_page(&s, &e),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct CallbackQuery {
+    state: Option<String>,
+    code: Option<String>,
+    error: Option<String>,
+    iss: Option<String>,
+}
+
+fn with_params(base: &str, params: &[(&str, &str)]) -> Option<String> {
+    let mut u = url::Url::parse(base).ok()?;
+    {
+        let mut q = u.query_pairs_mut();
+        for (k, v) in params {
+            q.append_pair(k, v);
+        }
+    }
+    Some(u.into())
+}
+
+/// `GET /oauth/callback`: the single redirect URI registered with every provider.
+async fn callback(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<CallbackQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let q = q.map(|Query(q)| q).unwrap_or_default();
+    let bind = cookie(&headers, BIND_COOKIE);
+    let params = CallbackParams {
+        state: q.state,
+        code: q.code,
+        error: q.error,
+        iss: q.iss,
+    };
+    match s.broker.complete_callback(params, bind.as_deref()).await {
+        Ok(CallbackOutcome::Connected {
+            connection,
+            return_url,
+        }) => {
+            tracing::info!(connection = %connection.id, integration = %connection.integration, "account connected");
+            match return_url.and_then(|r| {
+                with_params(
+                    &r,
+                    &[
+                        ("connection_id", &connection.id),
+                        ("status", connection.status.as_str()),
+                    ],
+                )
+            }) {
+                Some(u) => Redirect::to(&u).into_response(),
+                None => page(
+                    &s,
+                    StatusCode::OK,
+                    "message.html",
+                    context! {
+                        ok => true,
+                        title => "Connected",
+                        message => format!(
+                            "Your account{} is connected. You can close this window.",
+                            connection.account_name.as_deref().map(|n| format!(" {n}")).unwrap_or_default()
+                        ),
+                    },
+                ),
+            }
+        }
+        Ok(CallbackOutcome::ProviderError {
+            error,
+            return_url,
+            integration,
+        }) => {
+            tracing::info!(%integration, %error, "provider ended the authorization with an error");
+            match return_url
+                .and_then(|r| with_params(&r, &[("error", &error), ("integration", &integration)]))
+            {
+                Some(u) => Redirect::to(&u).into_response(),
+                None => {
+                    let message = if error == "access_denied" {
+                        "You declined the connection. Nothing was connected.".to_string()
+                    } else {
+                        format!("The service ended the connection with the error `{error}`. Nothing was connected.")
+                    };
+                    page(
+                        &s,
+                        StatusCode::OK,
+                        "message.html",
+                        context! { ok => false, title => "Not connected", message },
+                    )
+                }
+            }
+        }
+        Err(e) => error_page(&s, &e),
+    }
+}

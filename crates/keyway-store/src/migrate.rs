@@ -1,0 +1,54 @@
+//! A small migration runner: numbered SQL files embedded in the binary, applied in order
+//! inside one transaction each, recorded in `schema_migrations`.
+
+use keyway_core::StoreError;
+use sqlx::SqlitePool;
+
+pub(crate) const SQLITE: &[(i64, &str)] =
+    &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+
+pub(crate) async fn run_sqlite(pool: &SqlitePool) -> Result<u32, StoreError> {
+    let err = |e: sqlx::Error| StoreError::Other(format!("migration: {e}"));
+    sqlx::raw_sql("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
+        .execute(pool)
+        .await
+        .map_err(err)?;
+    let mut applied = 0;
+    for (version, sql) in SQLITE {
+        let mut conn = pool.acquire().await.map_err(err)?;
+        // IMMEDIATE takes the write lock first, so two processes cannot both apply it.
+        sqlx::raw_sql("BEGIN IMMEDIATE")
+            .execute(&mut *conn)
+            .await
+            .map_err(err)?;
+        let done: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
+                .bind(version)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(err)?;
+        if done.is_some() {
+            sqlx::raw_sql("COMMIT")
+                .execute(&mut *conn)
+                .await
+                .map_err(err)?;
+            continue;
+        }
+        let result = async {
+            sqlx::raw_sql(sql).execute(&mut *conn).await?;
+            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, strftime('%s','now') * 1000)")
+                .bind(version)
+                .execute(&mut *conn)
+                .await?;
+            sqlx::raw_sql("COMMIT").execute(&mut *conn).await
+        }
+        .await;
+        if let Err(e) = result {
+            let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+            return Err(err(e));
+        }
+        tracing::info!(version, "applied database migration");
+        applied += 1;
+    }
+    Ok(applied)
+}

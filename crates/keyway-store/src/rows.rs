@@ -1,0 +1,185 @@
+//! Row ⇄ record mapping.
+
+use keyway_core::clock::{from_millis, to_millis};
+use keyway_core::model::*;
+use keyway_core::StoreError;
+use sqlx::sqlite::SqliteRow;
+use sqlx::Row;
+use std::collections::BTreeMap;
+use time::OffsetDateTime;
+
+pub(crate) fn db_err(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => {
+            StoreError::Conflict(d.message().to_string())
+        }
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            StoreError::Unavailable(e.to_string())
+        }
+        sqlx::Error::Database(d)
+            if d.message().contains("locked") || d.message().contains("busy") =>
+        {
+            StoreError::Unavailable(d.message().to_string())
+        }
+        _ => StoreError::Other(e.to_string()),
+    }
+}
+
+pub(crate) fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+fn parse_json<T: serde::de::DeserializeOwned + Default>(s: Option<String>) -> T {
+    s.and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default()
+}
+
+pub(crate) fn ms(t: OffsetDateTime) -> i64 {
+    to_millis(t)
+}
+
+fn t(row: &SqliteRow, col: &str) -> Result<OffsetDateTime, StoreError> {
+    row.try_get::<i64, _>(col).map(from_millis).map_err(db_err)
+}
+
+fn ot(row: &SqliteRow, col: &str) -> Result<Option<OffsetDateTime>, StoreError> {
+    row.try_get::<Option<i64>, _>(col)
+        .map(|v| v.map(from_millis))
+        .map_err(db_err)
+}
+
+fn s(row: &SqliteRow, col: &str) -> Result<String, StoreError> {
+    row.try_get::<String, _>(col).map_err(db_err)
+}
+
+fn os(row: &SqliteRow, col: &str) -> Result<Option<String>, StoreError> {
+    row.try_get::<Option<String>, _>(col).map_err(db_err)
+}
+
+pub(crate) fn application(row: &SqliteRow) -> Result<Application, StoreError> {
+    Ok(Application {
+        id: s(row, "id")?,
+        name: s(row, "name")?,
+        return_urls: parse_json(os(row, "return_urls")?),
+        allowed_origins: parse_json(os(row, "allowed_origins")?),
+        allowed_integrations: os(row, "allowed_integrations")?
+            .and_then(|v| serde_json::from_str(&v).ok()),
+        agent_session_max_secs: row.try_get("agent_session_max_secs").map_err(db_err)?,
+        agent_session_default_secs: row.try_get("agent_session_default_secs").map_err(db_err)?,
+        login_url: os(row, "login_url")?,
+        created_at: t(row, "created_at")?,
+    })
+}
+
+pub(crate) fn api_key(row: &SqliteRow) -> Result<ApiKeyRecord, StoreError> {
+    Ok(ApiKeyRecord {
+        id: s(row, "id")?,
+        application_id: os(row, "application_id")?,
+        name: s(row, "name")?,
+        hash: s(row, "hash")?,
+        prefix: s(row, "prefix")?,
+        created_at: t(row, "created_at")?,
+        revoked_at: ot(row, "revoked_at")?,
+    })
+}
+
+pub(crate) fn integration(row: &SqliteRow) -> Result<Integration, StoreError> {
+    Ok(Integration {
+        slug: s(row, "slug")?,
+        provider: s(row, "provider")?,
+        client_id: s(row, "client_id")?,
+        client_secret_sealed: os(row, "client_secret")?,
+        scopes: parse_json(os(row, "scopes")?),
+        settings: parse_json::<BTreeMap<String, String>>(os(row, "settings")?),
+        created_at: t(row, "created_at")?,
+        updated_at: t(row, "updated_at")?,
+    })
+}
+
+pub(crate) fn connect_session(row: &SqliteRow) -> Result<ConnectSession, StoreError> {
+    Ok(ConnectSession {
+        id: s(row, "id")?,
+        token_hash: s(row, "token_hash")?,
+        application_id: s(row, "application_id")?,
+        user_id: s(row, "user_id")?,
+        organization_id: os(row, "organization_id")?,
+        integrations: os(row, "integrations")?.and_then(|v| serde_json::from_str(&v).ok()),
+        return_url: os(row, "return_url")?,
+        owner: os(row, "owner")?,
+        purpose: os(row, "purpose")?,
+        expires_at: t(row, "expires_at")?,
+        created_at: t(row, "created_at")?,
+    })
+}
+
+pub(crate) fn authorize_link(row: &SqliteRow) -> Result<AuthorizeLink, StoreError> {
+    Ok(AuthorizeLink {
+        id: s(row, "id")?,
+        application_id: s(row, "application_id")?,
+        user_id: s(row, "user_id")?,
+        organization_id: os(row, "organization_id")?,
+        integration: s(row, "integration")?,
+        connect_session_id: os(row, "connect_session_id")?,
+        return_url: os(row, "return_url")?,
+        owner: os(row, "owner")?,
+        purpose: os(row, "purpose")?,
+        expires_at: t(row, "expires_at")?,
+    })
+}
+
+pub(crate) fn pending(row: &SqliteRow) -> Result<PendingAuthorization, StoreError> {
+    Ok(PendingAuthorization {
+        state_hash: s(row, "state_hash")?,
+        application_id: s(row, "application_id")?,
+        user_id: s(row, "user_id")?,
+        organization_id: os(row, "organization_id")?,
+        integration: s(row, "integration")?,
+        connect_session_id: os(row, "connect_session_id")?,
+        browser_hash: s(row, "browser_hash")?,
+        pkce_verifier_sealed: os(row, "pkce_verifier")?,
+        redirect_uri: s(row, "redirect_uri")?,
+        return_url: os(row, "return_url")?,
+        owner: os(row, "owner")?,
+        purpose: os(row, "purpose")?,
+        expires_at: t(row, "expires_at")?,
+    })
+}
+
+pub(crate) fn connection(row: &SqliteRow) -> Result<Connection, StoreError> {
+    let status = s(row, "status")?;
+    let tokens = match os(row, "access_token")? {
+        Some(access_token) => Some(SealedTokens {
+            access_token,
+            refresh_token: os(row, "refresh_token")?,
+            token_type: os(row, "token_type")?.unwrap_or_else(|| "bearer".into()),
+            expires_at: ot(row, "expires_at")?,
+        }),
+        None => None,
+    };
+    Ok(Connection {
+        id: s(row, "id")?,
+        application_id: s(row, "application_id")?,
+        user_id: s(row, "user_id")?,
+        organization_id: os(row, "organization_id")?,
+        integration: s(row, "integration")?,
+        provider: s(row, "provider")?,
+        status: ConnectionStatus::parse(&status)
+            .ok_or_else(|| StoreError::Other(format!("bad status {status}")))?,
+        scopes: parse_json(os(row, "scopes")?),
+        account_id: os(row, "account_id")?,
+        account_name: os(row, "account_name")?,
+        metadata: parse_json(os(row, "metadata")?),
+        owner: os(row, "owner")?,
+        purpose: os(row, "purpose")?,
+        label: os(row, "label")?,
+        tokens,
+        token_version: row.try_get("token_version").map_err(db_err)?,
+        created_at: t(row, "created_at")?,
+        updated_at: t(row, "updated_at")?,
+        last_used_at: ot(row, "last_used_at")?,
+        last_refreshed_at: ot(row, "last_refreshed_at")?,
+        last_validated_at: ot(row, "last_validated_at")?,
+        revoked_at: ot(row, "revoked_at")?,
+        revocation: os(row, "revocation")?.and_then(|r| RevocationOutcome::parse(&r)),
+    })
+}

@@ -1,0 +1,622 @@
+//! The SQLite store.
+
+use crate::rows::{self, db_err, json, ms};
+use async_trait::async_trait;
+use keyway_core::model::*;
+use keyway_core::store::{RefreshedTokens, SealedValue, Store};
+use keyway_core::StoreError;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::SqlitePool;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+use time::OffsetDateTime;
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+/// Which columns hold sealed values, and each table's key column: the only
+/// identifiers ever formatted into SQL by [`SqliteStore::replace_sealed_value`].
+const SEALED: &[(&str, &str, &str)] = &[
+    ("integrations", "slug", "client_secret"),
+    ("connections", "id", "access_token"),
+    ("connections", "id", "refresh_token"),
+    ("pending_authorizations", "state_hash", "pkce_verifier"),
+];
+
+impl SqliteStore {
+    /// Opens (creating if needed) `keyway.db` in `data_dir` and applies migrations.
+    pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            StoreError::Other(format!(
+                "cannot create data dir {}: {e}",
+                data_dir.display()
+            ))
+        })?;
+        let opts = SqliteConnectOptions::new()
+            .filename(data_dir.join("keyway.db"))
+            .create_if_missing(true);
+        Self::connect(opts).await
+    }
+
+    /// An in-memory database, for unit tests.
+    pub async fn in_memory() -> Result<Self, StoreError> {
+        let opts = SqliteConnectOptions::from_str("sqlite::memory:").map_err(db_err)?;
+        Self::connect_with(opts, 1).await
+    }
+
+    async fn connect(opts: SqliteConnectOptions) -> Result<Self, StoreError> {
+        Self::connect_with(opts, 8).await
+    }
+
+    async fn connect_with(opts: SqliteConnectOptions, max: u32) -> Result<Self, StoreError> {
+        let opts = opts
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true)
+            .pragma("temp_store", "memory");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(opts)
+            .await
+            .map_err(db_err)?;
+        crate::migrate::run_sqlite(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn insert_application(&self, a: &Application) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO applications (id, name, return_urls, allowed_origins, allowed_integrations, agent_session_max_secs, agent_session_default_secs, login_url, created_at) VALUES (?,?,?,?,?,?,?,?,?)")
+            .bind(&a.id)
+            .bind(&a.name)
+            .bind(json(&a.return_urls))
+            .bind(json(&a.allowed_origins))
+            .bind(a.allowed_integrations.as_ref().map(json))
+            .bind(a.agent_session_max_secs)
+            .bind(a.agent_session_default_secs)
+            .bind(&a.login_url)
+            .bind(ms(a.created_at))
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn get_application(&self, id: &str) -> Result<Option<Application>, StoreError> {
+        let row = sqlx::query("SELECT * FROM applications WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(rows::application).transpose()
+    }
+
+    async fn list_applications(&self) -> Result<Vec<Application>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM applications ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(rows::application).collect()
+    }
+
+    async fn insert_api_key(&self, k: &ApiKeyRecord) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO api_keys (id, application_id, name, hash, prefix, created_at, revoked_at) VALUES (?,?,?,?,?,?,?)")
+            .bind(&k.id)
+            .bind(&k.application_id)
+            .bind(&k.name)
+            .bind(&k.hash)
+            .bind(&k.prefix)
+            .bind(ms(k.created_at))
+            .bind(k.revoked_at.map(ms))
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn find_api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM api_keys WHERE hash = ?")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(rows::api_key).transpose()
+    }
+
+    async fn list_api_keys(
+        &self,
+        application_id: Option<&str>,
+    ) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let rows = match application_id {
+            Some(a) => {
+                sqlx::query(
+                    "SELECT * FROM api_keys WHERE application_id = ? ORDER BY created_at, id",
+                )
+                .bind(a)
+                .fetch_all(&self.pool)
+                .await
+            }
+            None => {
+                sqlx::query("SELECT * FROM api_keys ORDER BY created_at, id")
+                    .fetch_all(&self.pool)
+                    .await
+            }
+        }
+        .map_err(db_err)?;
+        rows.iter().map(rows::api_key).collect()
+    }
+
+    async fn revoke_api_key(&self, id: &str, at: OffsetDateTime) -> Result<bool, StoreError> {
+        let r =
+            sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+                .bind(ms(at))
+                .bind(id)
+                .execute(&self.pool)
+                .await
+                .map_err(db_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn insert_integration(&self, i: &Integration) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO integrations (slug, provider, client_id, client_secret, scopes, settings, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?)")
+            .bind(&i.slug)
+            .bind(&i.provider)
+            .bind(&i.client_id)
+            .bind(&i.client_secret_sealed)
+            .bind(json(&i.scopes))
+            .bind(json(&i.settings))
+            .bind(ms(i.created_at))
+            .bind(ms(i.updated_at))
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn get_integration(&self, slug: &str) -> Result<Option<Integration>, StoreError> {
+        let row = sqlx::query("SELECT * FROM integrations WHERE slug = ?")
+            .bind(slug)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(rows::integration).transpose()
+    }
+
+    async fn list_integrations(&self) -> Result<Vec<Integration>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM integrations ORDER BY slug")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(rows::integration).collect()
+    }
+
+    async fn update_integration(&self, i: &Integration) -> Result<bool, StoreError> {
+        let r = sqlx::query("UPDATE integrations SET client_id = ?, client_secret = ?, scopes = ?, settings = ?, updated_at = ? WHERE slug = ?")
+            .bind(&i.client_id)
+            .bind(&i.client_secret_sealed)
+            .bind(json(&i.scopes))
+            .bind(json(&i.settings))
+            .bind(ms(i.updated_at))
+            .bind(&i.slug)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn insert_connect_session(&self, c: &ConnectSession) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO connect_sessions (id, token_hash, application_id, user_id, organization_id, integrations, return_url, owner, purpose, expires_at, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)")
+            .bind(&c.id)
+            .bind(&c.token_hash)
+            .bind(&c.application_id)
+            .bind(&c.user_id)
+            .bind(&c.organization_id)
+            .bind(c.integrations.as_ref().map(json))
+            .bind(&c.return_url)
+            .bind(&c.owner)
+            .bind(&c.purpose)
+            .bind(ms(c.expires_at))
+            .bind(ms(c.created_at))
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn find_connect_session_by_token_hash(
+        &self,
+        hash: &str,
+    ) -> Result<Option<ConnectSession>, StoreError> {
+        let row = sqlx::query("SELECT * FROM connect_sessions WHERE token_hash = ?")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(rows::connect_session).transpose()
+    }
+
+    async fn insert_authorize_link(&self, l: &AuthorizeLink) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO authorize_links (id, application_id, user_id, organization_id, integration, connect_session_id, return_url, owner, purpose, expires_at) VALUES (?,?,?,?,?,?,?,?,?,?)")
+            .bind(&l.id)
+            .bind(&l.application_id)
+            .bind(&l.user_id)
+            .bind(&l.organization_id)
+            .bind(&l.integration)
+            .bind(&l.connect_session_id)
+            .bind(&l.return_url)
+            .bind(&l.owner)
+            .bind(&l.purpose)
+            .bind(ms(l.expires_at))
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn get_authorize_link(&self, id: &str) -> Result<Option<AuthorizeLink>, StoreError> {
+        let row = sqlx::query("SELECT * FROM authorize_links WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(rows::authorize_link).transpose()
+    }
+
+    async fn insert_pending_authorization(
+        &self,
+        p: &PendingAuthorization,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO pending_authorizations (state_hash, application_id, user_id, organization_id, integration, connect_session_id, browser_hash, pkce_verifier, redirect_uri, return_url, owner, purpose, expires_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)")
+            .bind(&p.state_hash)
+            .bind(&p.application_id)
+            .bind(&p.user_id)
+            .bind(&p.organization_id)
+            .bind(&p.integration)
+            .bind(&p.connect_session_id)
+            .bind(&p.browser_hash)
+            .bind(&p.pkce_verifier_sealed)
+            .bind(&p.redirect_uri)
+            .bind(&p.return_url)
+            .bind(&p.owner)
+            .bind(&p.purpose)
+            .bind(ms(p.expires_at))
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn take_pending_authorization(
+        &self,
+        state_hash: &str,
+    ) -> Result<Option<PendingAuthorization>, StoreError> {
+        let row =
+            sqlx::query("DELETE FROM pending_authorizations WHERE state_hash = ? RETURNING *")
+                .bind(state_hash)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_err)?;
+        row.as_ref().map(rows::pending).transpose()
+    }
+
+    async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let mut n = 0;
+        for table in [
+            "connect_sessions",
+            "authorize_links",
+            "pending_authorizations",
+        ] {
+            n += sqlx::query(&format!("DELETE FROM {table} WHERE expires_at < ?"))
+                .bind(ms(now))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .rows_affected();
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(n)
+    }
+
+    async fn get_connection(&self, id: &str) -> Result<Option<Connection>, StoreError> {
+        let row = sqlx::query("SELECT * FROM connections WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(rows::connection).transpose()
+    }
+
+    async fn find_connection(&self, k: &ConnectionKey) -> Result<Option<Connection>, StoreError> {
+        let row = sqlx::query("SELECT * FROM connections WHERE application_id = ? AND user_id = ? AND org_key = ? AND integration = ? AND status <> 'revoked'")
+            .bind(&k.application_id)
+            .bind(&k.user_id)
+            .bind(k.organization_id.as_deref().unwrap_or(""))
+            .bind(&k.integration)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(rows::connection).transpose()
+    }
+
+    async fn list_connections(&self, f: &ConnectionFilter) -> Result<Vec<Connection>, StoreError> {
+        let mut sql = String::from("SELECT * FROM connections WHERE 1=1");
+        let mut binds: Vec<String> = Vec::new();
+        for (col, v) in [
+            ("application_id", &f.application_id),
+            ("user_id", &f.user_id),
+            ("organization_id", &f.organization_id),
+            ("integration", &f.integration),
+        ] {
+            if let Some(v) = v {
+                sql.push_str(&format!(" AND {col} = ?"));
+                binds.push(v.clone());
+            }
+        }
+        if let Some(s) = f.status {
+            sql.push_str(" AND status = ?");
+            binds.push(s.as_str().to_string());
+        }
+        if let Some(a) = &f.after_id {
+            sql.push_str(" AND id > ?");
+            binds.push(a.clone());
+        }
+        sql.push_str(" ORDER BY id LIMIT ?");
+        let mut q = sqlx::query(&sql);
+        for b in &binds {
+            q = q.bind(b);
+        }
+        let rows = q
+            .bind(f.limit.max(1) as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(rows::connection).collect()
+    }
+
+    async fn save_grant(&self, c: &Connection) -> Result<(), StoreError> {
+        let t = c.tokens.as_ref();
+        sqlx::query(
+            "INSERT INTO connections (id, application_id, user_id, organization_id, org_key, integration, provider, status, scopes, account_id, account_name, metadata, owner, purpose, label, access_token, refresh_token, token_type, expires_at, token_version, created_at, updated_at, last_used_at, last_refreshed_at, last_validated_at)
+             VALUES (?,?,?,?,?,?,?,'active',?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+             ON CONFLICT(id) DO UPDATE SET status = 'active', scopes = excluded.scopes, account_id = excluded.account_id,
+               account_name = excluded.account_name, metadata = excluded.metadata, owner = excluded.owner, purpose = excluded.purpose,
+               label = excluded.label, access_token = excluded.access_token, refresh_token = excluded.refresh_token,
+               token_type = excluded.token_type, expires_at = excluded.expires_at, token_version = connections.token_version + 1,
+               lease_holder = NULL, lease_until = NULL, lease_fence = connections.lease_fence + 1, revocation = NULL, revoked_at = NULL,
+               updated_at = excluded.updated_at, last_validated_at = excluded.last_validated_at",
+        )
+        .bind(&c.id)
+        .bind(&c.application_id)
+        .bind(&c.user_id)
+        .bind(&c.organization_id)
+        .bind(c.organization_id.as_deref().unwrap_or(""))
+        .bind(&c.integration)
+        .bind(&c.provider)
+        .bind(json(&c.scopes))
+        .bind(&c.account_id)
+        .bind(&c.account_name)
+        .bind(json(&c.metadata))
+        .bind(&c.owner)
+        .bind(&c.purpose)
+        .bind(&c.label)
+        .bind(t.map(|t| &t.access_token))
+        .bind(t.and_then(|t| t.refresh_token.as_ref()))
+        .bind(t.map(|t| &t.token_type))
+        .bind(t.and_then(|t| t.expires_at).map(ms))
+        .bind(c.token_version)
+        .bind(ms(c.created_at))
+        .bind(ms(c.updated_at))
+        .bind(c.last_used_at.map(ms))
+        .bind(c.last_refreshed_at.map(ms))
+        .bind(c.last_validated_at.map(ms))
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn update_connection_details(
+        &self,
+        id: &str,
+        owner: Option<Option<String>>,
+        purpose: Option<Option<String>>,
+        label: Option<Option<String>>,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        // Each field: the CASE keeps the old value when the patch does not name it.
+        let r = sqlx::query(
+            "UPDATE connections SET
+               owner = CASE WHEN ? THEN ? ELSE owner END,
+               purpose = CASE WHEN ? THEN ? ELSE purpose END,
+               label = CASE WHEN ? THEN ? ELSE label END,
+               updated_at = ? WHERE id = ?",
+        )
+        .bind(owner.is_some())
+        .bind(owner.flatten())
+        .bind(purpose.is_some())
+        .bind(purpose.flatten())
+        .bind(label.is_some())
+        .bind(label.flatten())
+        .bind(ms(at))
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn touch_last_used(&self, id: &str, at: OffsetDateTime) -> Result<(), StoreError> {
+        sqlx::query("UPDATE connections SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)")
+            .bind(ms(at))
+            .bind(id)
+            .bind(ms(at))
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn acquire_refresh_lease(
+        &self,
+        id: &str,
+        holder: &str,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> Result<Option<i64>, StoreError> {
+        sqlx::query_scalar(
+            "UPDATE connections SET lease_holder = ?, lease_until = ?, lease_fence = lease_fence + 1
+             WHERE id = ? AND status = 'active' AND (lease_until IS NULL OR lease_until <= ?) RETURNING lease_fence",
+        )
+        .bind(holder)
+        .bind(ms(until))
+        .bind(id)
+        .bind(ms(now))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)
+    }
+
+    async fn write_refreshed_tokens(
+        &self,
+        id: &str,
+        fence: i64,
+        r: &RefreshedTokens,
+    ) -> Result<bool, StoreError> {
+        let res = sqlx::query(
+            "UPDATE connections SET access_token = ?, refresh_token = ?, token_type = ?, expires_at = ?, scopes = ?,
+               token_version = token_version + 1, last_refreshed_at = ?, updated_at = ?, lease_holder = NULL, lease_until = NULL
+             WHERE id = ? AND lease_fence = ? AND status = 'active'",
+        )
+        .bind(&r.tokens.access_token)
+        .bind(&r.tokens.refresh_token)
+        .bind(&r.tokens.token_type)
+        .bind(r.tokens.expires_at.map(ms))
+        .bind(json(&r.scopes))
+        .bind(ms(r.refreshed_at))
+        .bind(ms(r.refreshed_at))
+        .bind(id)
+        .bind(fence)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    async fn release_refresh_lease(&self, id: &str, fence: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE connections SET lease_holder = NULL, lease_until = NULL WHERE id = ? AND lease_fence = ?")
+            .bind(id)
+            .bind(fence)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn mark_needs_reauthorization(
+        &self,
+        id: &str,
+        token_version: i64,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE connections SET status = 'needs_reauthorization', updated_at = ?, lease_holder = NULL, lease_until = NULL
+             WHERE id = ? AND token_version = ? AND status = 'active'",
+        )
+        .bind(ms(at))
+        .bind(id)
+        .bind(token_version)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn revoke_connection(
+        &self,
+        id: &str,
+        outcome: RevocationOutcome,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE connections SET status = 'revoked', access_token = NULL, refresh_token = NULL, expires_at = NULL,
+               revocation = ?, revoked_at = ?, updated_at = ?, token_version = token_version + 1,
+               lease_fence = lease_fence + 1, lease_holder = NULL, lease_until = NULL
+             WHERE id = ? AND status <> 'revoked'",
+        )
+        .bind(outcome.as_str())
+        .bind(ms(at))
+        .bind(ms(at))
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn list_sealed_values(&self) -> Result<Vec<SealedValue>, StoreError> {
+        let mut out = Vec::new();
+        for (table, key, field) in SEALED {
+            let rows: Vec<(String, String)> = sqlx::query_as(&format!(
+                "SELECT {key}, {field} FROM {table} WHERE {field} IS NOT NULL"
+            ))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+            out.extend(rows.into_iter().map(|(record_id, value)| SealedValue {
+                table,
+                record_id,
+                field,
+                value,
+            }));
+        }
+        Ok(out)
+    }
+
+    async fn replace_sealed_value(
+        &self,
+        old: &SealedValue,
+        new_value: &str,
+    ) -> Result<bool, StoreError> {
+        let Some((table, key, field)) = SEALED
+            .iter()
+            .find(|(t, _, f)| *t == old.table && *f == old.field)
+        else {
+            return Err(StoreError::Other(format!(
+                "{}.{} is not a sealed column",
+                old.table, old.field
+            )));
+        };
+        let r = sqlx::query(&format!(
+            "UPDATE {table} SET {field} = ? WHERE {key} = ? AND {field} = ?"
+        ))
+        .bind(new_value)
+        .bind(&old.record_id)
+        .bind(&old.value)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+}

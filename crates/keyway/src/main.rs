@@ -1,0 +1,669 @@
+//! `keyway`: the server (`keyway serve`) and the operators' and agents' CLI.
+
+mod client;
+mod config;
+mod serve;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use client::{print, Client};
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "keyway",
+    version,
+    about = "Self-hosted delegated-access broker for applications and AI agents"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct Remote {
+    /// Keyway server URL.
+    #[arg(
+        long,
+        env = "KEYWAY_URL",
+        default_value = "http://127.0.0.1:7400",
+        global = true
+    )]
+    url: String,
+    /// API key (admin or application).
+    #[arg(long, env = "KEYWAY_API_KEY", hide_env_values = true, global = true)]
+    api_key: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (API, connect pages, background jobs).
+    Serve {
+        /// A demo on this machine: generated master key, demo application, sandbox provider.
+        #[arg(long)]
+        dev: bool,
+        #[arg(long, env = "KEYWAY_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        listen: Option<String>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long)]
+        database_url: Option<String>,
+        #[arg(long)]
+        public_url: Option<String>,
+    },
+    /// Get a fresh access token for a user's connection.
+    Token {
+        #[arg(long)]
+        integration: String,
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        organization: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List, show, annotate or disconnect connections.
+    Connections {
+        #[command(subcommand)]
+        cmd: ConnectionsCmd,
+    },
+    /// Create a connect session and print its widget URL.
+    ConnectSession {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        organization: Option<String>,
+        #[arg(long = "integration")]
+        integrations: Vec<String>,
+        #[arg(long)]
+        return_url: Option<String>,
+        #[arg(long)]
+        owner: Option<String>,
+        #[arg(long)]
+        purpose: Option<String>,
+        /// With an admin key: the application to act for.
+        #[arg(long)]
+        application: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Manage applications.
+    Applications {
+        #[command(subcommand)]
+        cmd: ApplicationsCmd,
+    },
+    /// Manage API keys.
+    ApiKeys {
+        #[command(subcommand)]
+        cmd: ApiKeysCmd,
+    },
+    /// Manage integrations.
+    Integrations {
+        #[command(subcommand)]
+        cmd: IntegrationsCmd,
+    },
+    /// Show the provider catalog.
+    Providers {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Generate or rotate the master key.
+    MasterKey {
+        #[command(subcommand)]
+        cmd: MasterKeyCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConnectionsCmd {
+    List {
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        organization: Option<String>,
+        #[arg(long)]
+        integration: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        cursor: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    Show {
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    Update {
+        id: String,
+        #[arg(long)]
+        owner: Option<String>,
+        #[arg(long)]
+        purpose: Option<String>,
+        #[arg(long)]
+        label: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Disconnect: revoke at the provider and erase the tokens.
+    Delete {
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApplicationsCmd {
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long = "return-url")]
+        return_urls: Vec<String>,
+        #[arg(long = "origin")]
+        origins: Vec<String>,
+        #[arg(long = "integration")]
+        integrations: Vec<String>,
+        #[arg(long)]
+        login_url: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    List {
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApiKeysCmd {
+    /// Create a key for an application; it is printed once.
+    Create {
+        #[arg(long)]
+        application: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    List {
+        #[arg(long)]
+        application: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Subcommand)]
+enum IntegrationsCmd {
+    Create {
+        #[arg(long)]
+        slug: String,
+        #[arg(long)]
+        provider: String,
+        #[arg(long)]
+        client_id: String,
+        /// Read the client secret from this environment variable (keeps it out of shell history).
+        #[arg(long, default_value = "KEYWAY_CLIENT_SECRET")]
+        client_secret_env: String,
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// Tenant settings as name=value (host=acme.my.salesforce.com).
+        #[arg(long = "setting")]
+        settings: Vec<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    List {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Change scopes (needs --reason) or settings.
+    Update {
+        slug: String,
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Subcommand)]
+enum MasterKeyCmd {
+    /// Print a new random master key (base64).
+    Generate,
+    /// After starting the server with a new KEYWAY_MASTER_KEY and the old one in
+    /// KEYWAY_PREVIOUS_MASTER_KEYS: re-encrypt every stored secret with the new key.
+    Rotate {
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+fn init_tracing(level: Option<&str>, format: Option<&str>) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level.unwrap_or("info,sqlx=warn"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == Some("json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn remote(r: &Remote) -> Result<Client> {
+    Client::new(r.url.clone(), r.api_key.clone())
+}
+
+fn enc(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+const CONN_COLS: &[(&str, &str)] = &[
+    ("id", "/id"),
+    ("user", "/user_id"),
+    ("integration", "/integration"),
+    ("status", "/status"),
+    ("account", "/provider_account/name"),
+    ("owner", "/owner"),
+    ("last used", "/last_used_at"),
+];
+
+#[tokio::main]
+async fn main() {
+    if let Err(e) = run(Cli::parse()).await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Serve {
+            dev,
+            config,
+            listen,
+            data_dir,
+            database_url,
+            public_url,
+        } => {
+            let mut raw = match &config {
+                Some(p) => config::RawConfig::from_file(p)?,
+                None => config::RawConfig::default(),
+            };
+            let env: BTreeMap<String, String> = std::env::vars().collect();
+            raw.apply_env(&env)?;
+            raw.listen = listen.or(raw.listen);
+            raw.data_dir = data_dir.or(raw.data_dir);
+            raw.database_url = database_url.or(raw.database_url);
+            raw.public_url = public_url.or(raw.public_url);
+            init_tracing(raw.log_level.as_deref(), raw.log_format.as_deref());
+            serve::run(raw, serve::ServeArgs { dev }).await
+        }
+        Command::Token {
+            integration,
+            user,
+            organization,
+            remote: r,
+        } => {
+            let v = remote(&r)?
+                .call(Method::POST, "/v1/token", Some(json!({"integration": integration, "user_id": user, "organization_id": organization})))
+                .await?;
+            if r.json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!(
+                    "{}",
+                    v.get("access_token")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+        Command::Connections { cmd } => match cmd {
+            ConnectionsCmd::List {
+                user,
+                organization,
+                integration,
+                status,
+                cursor,
+                remote: r,
+            } => {
+                let mut q = Vec::new();
+                for (k, v) in [
+                    ("user_id", user),
+                    ("organization_id", organization),
+                    ("integration", integration),
+                    ("status", status),
+                    ("cursor", cursor),
+                ] {
+                    if let Some(v) = v {
+                        q.push(format!("{k}={}", enc(&v)));
+                    }
+                }
+                let path = if q.is_empty() {
+                    "/v1/connections".to_string()
+                } else {
+                    format!("/v1/connections?{}", q.join("&"))
+                };
+                let v = remote(&r)?.call(Method::GET, &path, None).await?;
+                print(&v, r.json, CONN_COLS);
+                Ok(())
+            }
+            ConnectionsCmd::Show { id, remote: r } => {
+                let v = remote(&r)?
+                    .call(Method::GET, &format!("/v1/connections/{}", enc(&id)), None)
+                    .await?;
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                Ok(())
+            }
+            ConnectionsCmd::Update {
+                id,
+                owner,
+                purpose,
+                label,
+                remote: r,
+            } => {
+                let mut body = serde_json::Map::new();
+                for (k, v) in [("owner", owner), ("purpose", purpose), ("label", label)] {
+                    if let Some(v) = v {
+                        body.insert(k.into(), Value::String(v));
+                    }
+                }
+                let v = remote(&r)?
+                    .call(
+                        Method::PATCH,
+                        &format!("/v1/connections/{}", enc(&id)),
+                        Some(Value::Object(body)),
+                    )
+                    .await?;
+                print(&v, r.json, CONN_COLS);
+                Ok(())
+            }
+            ConnectionsCmd::Delete { id, remote: r } => {
+                let v = remote(&r)?
+                    .call(
+                        Method::DELETE,
+                        &format!("/v1/connections/{}", enc(&id)),
+                        None,
+                    )
+                    .await?;
+                if r.json {
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                } else {
+                    println!(
+                        "disconnected {id}; revocation at the provider: {}",
+                        v.get("revocation").and_then(Value::as_str).unwrap_or("-")
+                    );
+                }
+                Ok(())
+            }
+        },
+        Command::ConnectSession {
+            user,
+            organization,
+            integrations,
+            return_url,
+            owner,
+            purpose,
+            application,
+            remote: r,
+        } => {
+            let body = json!({
+                "user_id": user, "organization_id": organization,
+                "integrations": if integrations.is_empty() { Value::Null } else { json!(integrations) },
+                "return_url": return_url, "owner": owner, "purpose": purpose, "application_id": application,
+            });
+            let v = remote(&r)?
+                .call(Method::POST, "/v1/connect/sessions", Some(body))
+                .await?;
+            if r.json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!(
+                    "{}",
+                    v.get("url").and_then(Value::as_str).unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+        Command::Applications { cmd } => match cmd {
+            ApplicationsCmd::Create {
+                name,
+                return_urls,
+                origins,
+                integrations,
+                login_url,
+                remote: r,
+            } => {
+                let body = json!({
+                    "name": name, "return_urls": return_urls, "allowed_origins": origins,
+                    "allowed_integrations": if integrations.is_empty() { Value::Null } else { json!(integrations) },
+                    "login_url": login_url,
+                });
+                let v = remote(&r)?
+                    .call(Method::POST, "/v1/applications", Some(body))
+                    .await?;
+                print(
+                    &v,
+                    r.json,
+                    &[
+                        ("id", "/id"),
+                        ("name", "/name"),
+                        ("return urls", "/return_urls"),
+                    ],
+                );
+                Ok(())
+            }
+            ApplicationsCmd::List { remote: r } => {
+                let v = remote(&r)?
+                    .call(Method::GET, "/v1/applications", None)
+                    .await?;
+                print(
+                    &v,
+                    r.json,
+                    &[
+                        ("id", "/id"),
+                        ("name", "/name"),
+                        ("return urls", "/return_urls"),
+                        ("created", "/created_at"),
+                    ],
+                );
+                Ok(())
+            }
+        },
+        Command::ApiKeys { cmd } => match cmd {
+            ApiKeysCmd::Create {
+                application,
+                name,
+                remote: r,
+            } => {
+                let v = remote(&r)?
+                    .call(
+                        Method::POST,
+                        &format!("/v1/applications/{}/api-keys", enc(&application)),
+                        Some(json!({"name": name})),
+                    )
+                    .await?;
+                if r.json {
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                } else {
+                    println!(
+                        "{}",
+                        v.get("key").and_then(Value::as_str).unwrap_or_default()
+                    );
+                    eprintln!(
+                        "(shown once; id {})",
+                        v.get("id").and_then(Value::as_str).unwrap_or_default()
+                    );
+                }
+                Ok(())
+            }
+            ApiKeysCmd::List {
+                application,
+                remote: r,
+            } => {
+                let v = remote(&r)?
+                    .call(
+                        Method::GET,
+                        &format!("/v1/applications/{}/api-keys", enc(&application)),
+                        None,
+                    )
+                    .await?;
+                print(
+                    &v,
+                    r.json,
+                    &[
+                        ("id", "/id"),
+                        ("name", "/name"),
+                        ("prefix", "/prefix"),
+                        ("created", "/created_at"),
+                        ("revoked", "/revoked_at"),
+                    ],
+                );
+                Ok(())
+            }
+            ApiKeysCmd::Revoke { id, remote: r } => {
+                remote(&r)?
+                    .call(Method::DELETE, &format!("/v1/api-keys/{}", enc(&id)), None)
+                    .await?;
+                println!("revoked {id}");
+                Ok(())
+            }
+        },
+        Command::Integrations { cmd } => match cmd {
+            IntegrationsCmd::Create {
+                slug,
+                provider,
+                client_id,
+                client_secret_env,
+                scopes,
+                settings,
+                remote: r,
+            } => {
+                let secret = std::env::var(&client_secret_env).ok();
+                let settings: BTreeMap<String, String> = settings
+                    .iter()
+                    .map(|s| {
+                        s.split_once('=')
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .context("--setting takes name=value")
+                    })
+                    .collect::<Result<_>>()?;
+                let body = json!({"slug": slug, "provider": provider, "client_id": client_id, "client_secret": secret, "scopes": scopes, "settings": settings});
+                let v = remote(&r)?
+                    .call(Method::POST, "/v1/integrations", Some(body))
+                    .await?;
+                print(
+                    &v,
+                    r.json,
+                    &[
+                        ("slug", "/slug"),
+                        ("provider", "/provider"),
+                        ("scopes", "/scopes"),
+                        ("redirect uri", "/redirect_uri"),
+                    ],
+                );
+                Ok(())
+            }
+            IntegrationsCmd::List { remote: r } => {
+                let v = remote(&r)?
+                    .call(Method::GET, "/v1/integrations", None)
+                    .await?;
+                print(
+                    &v,
+                    r.json,
+                    &[
+                        ("slug", "/slug"),
+                        ("provider", "/provider"),
+                        ("client id", "/client_id"),
+                        ("scopes", "/scopes"),
+                        ("secret", "/has_client_secret"),
+                    ],
+                );
+                Ok(())
+            }
+            IntegrationsCmd::Update {
+                slug,
+                scopes,
+                reason,
+                remote: r,
+            } => {
+                let body = json!({"scopes": if scopes.is_empty() { Value::Null } else { json!(scopes) }, "reason": reason});
+                let v = remote(&r)?
+                    .call(
+                        Method::PATCH,
+                        &format!("/v1/integrations/{}", enc(&slug)),
+                        Some(body),
+                    )
+                    .await?;
+                print(
+                    &v,
+                    r.json,
+                    &[
+                        ("slug", "/slug"),
+                        ("provider", "/provider"),
+                        ("scopes", "/scopes"),
+                    ],
+                );
+                Ok(())
+            }
+        },
+        Command::Providers { remote: r } => {
+            let v = remote(&r)?.call(Method::GET, "/v1/providers", None).await?;
+            print(
+                &v,
+                r.json,
+                &[
+                    ("id", "/id"),
+                    ("name", "/name"),
+                    ("pkce", "/pkce"),
+                    ("revocation", "/revocation"),
+                    ("settings", "/settings"),
+                ],
+            );
+            Ok(())
+        }
+        Command::MasterKey { cmd } => match cmd {
+            MasterKeyCmd::Generate => {
+                println!("{}", keyway_core::vault::MasterKey::generate().to_base64());
+                Ok(())
+            }
+            MasterKeyCmd::Rotate { remote: r } => {
+                let v = remote(&r)?
+                    .call(Method::POST, "/v1/admin/master-key/rotate", None)
+                    .await?;
+                print(
+                    &v,
+                    r.json,
+                    &[
+                        ("checked", "/checked"),
+                        ("resealed", "/resealed"),
+                        ("failed", "/failed"),
+                        ("active key", "/active_key_id"),
+                    ],
+                );
+                Ok(())
+            }
+        },
+    }
+}

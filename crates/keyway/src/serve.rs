@@ -1,0 +1,156 @@
+//! `keyway serve`.
+
+use crate::config::RawConfig;
+use anyhow::{bail, Context, Result};
+use keyway_core::secret::Secret;
+use keyway_core::vault::MasterKey;
+use keyway_server::app::{build, spawn_housekeeping, StartOptions};
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+pub struct ServeArgs {
+    pub dev: bool,
+}
+
+fn read_master_key(raw: &RawConfig, data_dir: &Path, dev: bool) -> Result<MasterKey> {
+    if let Some(k) = &raw.master_key {
+        return MasterKey::from_base64(k).context("KEYWAY_MASTER_KEY / master_key");
+    }
+    if let Some(f) = &raw.master_key_file {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("reading master key file {}", f.display()))?;
+        return MasterKey::from_base64(&text)
+            .with_context(|| format!("master key file {}", f.display()));
+    }
+    if !dev {
+        bail!(
+            "no master key. Set KEYWAY_MASTER_KEY (base64 of 32 random bytes; `keyway master-key generate` prints one) \
+             or master_key_file in the config. `keyway serve --dev` makes one for you, for trying Keyway only."
+        );
+    }
+    let path = data_dir.join("master.key");
+    if path.exists() {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        return MasterKey::from_base64(&text)
+            .with_context(|| format!("dev master key {}", path.display()));
+    }
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let key = MasterKey::generate();
+    write_private(&path, &key.to_base64())?;
+    eprintln!(
+        "Generated a dev master key in {} (mode 0600).",
+        path.display()
+    );
+    Ok(key)
+}
+
+/// Writes a file readable only by its owner.
+fn write_private(path: &Path, content: &str) -> Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(content.as_bytes())?;
+    f.sync_all()?;
+    Ok(())
+}
+
+pub async fn run(raw: RawConfig, args: ServeArgs) -> Result<()> {
+    let listen = raw
+        .listen
+        .clone()
+        .unwrap_or_else(|| "127.0.0.1:7400".into());
+    let data_dir = raw
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| "./keyway-data".into());
+    if let Some(url) = &raw.database_url {
+        if url.starts_with("postgres") {
+            bail!("PostgreSQL is not supported by this build yet; leave KEYWAY_DATABASE_URL unset to use the embedded SQLite database");
+        }
+        bail!("unsupported database URL scheme in KEYWAY_DATABASE_URL (expected postgres://)");
+    }
+    let master_key = read_master_key(&raw, &data_dir, args.dev)?;
+    let previous = raw
+        .previous_master_keys
+        .iter()
+        .map(|k| MasterKey::from_base64(k))
+        .collect::<Result<Vec<_>, _>>()
+        .context("KEYWAY_PREVIOUS_MASTER_KEYS")?;
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let addr = listener.local_addr()?;
+    let public_url = raw
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let store = keyway_store::SqliteStore::open(&data_dir)
+        .await
+        .context("opening the database")?;
+    let mut opts = StartOptions::new(&public_url, Arc::new(store), master_key);
+    opts.previous_master_keys = previous;
+    opts.admin_key = raw.admin_key.clone().map(Secret::new);
+    opts.dev = args.dev;
+    opts.sandbox = raw.sandbox.unwrap_or(false);
+    opts.custom_providers = raw.providers.clone();
+    let built = build(opts).await?;
+    spawn_housekeeping(built.broker.clone());
+    tracing::info!(%addr, %public_url, providers = built.broker.catalog.len(), "keyway is listening");
+    if let Some(dev) = &built.dev {
+        print_dev_banner(dev, &public_url);
+    }
+    axum::serve(listener, built.router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("server")?;
+    tracing::info!("keyway stopped");
+    Ok(())
+}
+
+fn print_dev_banner(dev: &keyway_server::dev::DevBootstrap, public_url: &str) {
+    let line = "=".repeat(78);
+    eprintln!("\n{line}\n  KEYWAY DEV MODE — NOT FOR PRODUCTION\n  A generated master key, a demo application and the built-in sandbox provider.\n{line}");
+    if let (Some(admin), Some(app)) = (&dev.admin_key, &dev.application_key) {
+        eprintln!("  These keys are shown once. Keep them:");
+        eprintln!("    admin key:        {admin}");
+        eprintln!("    application key:  {app}");
+        eprintln!("  Try it:");
+        eprintln!("    export KEYWAY_URL={public_url} KEYWAY_API_KEY={app}");
+    } else {
+        eprintln!("  The admin and application keys were shown at the first start.");
+    }
+    eprintln!(
+        "  1. Open this connect link for the user `demo` (valid 15 minutes):\n       {}",
+        dev.connect_url
+    );
+    eprintln!("  2. Then:  keyway token --integration sandbox --user demo");
+    eprintln!("{line}\n");
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
