@@ -71,12 +71,6 @@ fn render(
             format!("{field} is not a valid URL for this integration's settings"),
         )
     })?;
-    if !crate::catalog::load_url_allowed(&url) {
-        return Err(CoreError::invalid(
-            "invalid_setting",
-            format!("{field} must use https"),
-        ));
-    }
     if host_templated {
         let host = url.host_str().unwrap_or_default();
         if !ctx.entry.hosts.iter().any(|p| p.matches(host)) {
@@ -89,17 +83,31 @@ fn render(
             ));
         }
     }
+    if !crate::catalog::load_url_allowed(&url) {
+        return Err(CoreError::invalid(
+            "invalid_setting",
+            format!("{field} must use https"),
+        ));
+    }
     Ok(url)
 }
 
 /// Tenant setting values end up in host names: letters, digits, `-`, `.` and `_` only.
+/// An optional `:port` is accepted for self-hosted and test servers.
 pub fn valid_setting_value(v: &str) -> bool {
-    !v.is_empty()
-        && v.len() <= 253
-        && !v.starts_with('.')
-        && !v.contains("..")
-        && v.chars()
+    let (name, port) = match v.rsplit_once(':') {
+        Some((n, p)) => (n, Some(p)),
+        None => (v, None),
+    };
+    !name.is_empty()
+        && name.len() <= 253
+        && !name.starts_with('.')
+        && !name.contains("..")
+        && name
+            .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
+        && port
+            .is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.chars().all(|c| c.is_ascii_digit()))
 }
 
 /// The scopes to request: the integration's, or the provider's defaults.

@@ -51,6 +51,11 @@ struct CachedToken {
     expires_at: Option<OffsetDateTime>,
     scopes: Vec<String>,
     last_used_written: OffsetDateTime,
+    /// The connection's `token_version` this token came with.
+    version: i64,
+    /// When to refresh ahead of expiry: the refresh-ahead window, but never more than
+    /// half the token's lifetime, so short-lived tokens are not refreshed on every call.
+    refresh_at: Option<OffsetDateTime>,
 }
 
 /// Opened access tokens of active connections, by connection key. Entries are dropped
@@ -140,7 +145,7 @@ impl Broker {
         let configured = self.configured_scopes(&integration);
         let now = self.clock.now();
         if let Some(c) = self.cache.get(&key) {
-            if self.is_fresh(c.expires_at, now) {
+            if is_fresh(&c, now) {
                 self.note_use(&key, &c.connection_id, c.last_used_written, now)
                     .await;
                 return Ok(self.answer(&c, &configured));
@@ -185,8 +190,19 @@ impl Broker {
         }
     }
 
-    fn is_fresh(&self, expires_at: Option<OffsetDateTime>, now: OffsetDateTime) -> bool {
-        expires_at.is_none_or(|e| e - self.settings.refresh_ahead > now)
+    fn refresh_at(
+        &self,
+        expires_at: Option<OffsetDateTime>,
+        obtained_at: OffsetDateTime,
+    ) -> Option<OffsetDateTime> {
+        expires_at.map(|e| {
+            let half_life = (e - obtained_at) / 2;
+            e - self
+                .settings
+                .refresh_ahead
+                .min(half_life)
+                .max(time::Duration::ZERO)
+        })
     }
 
     /// `last_used_at` is written at most once per interval per connection, so the hot
@@ -247,6 +263,8 @@ impl Broker {
                 expires_at: tokens.expires_at,
                 scopes: conn.scopes.clone(),
                 last_used_written: last,
+                version: conn.token_version,
+                refresh_at: self.refresh_at(tokens.expires_at, conn.updated_at),
             },
             refresh,
         ))
@@ -272,28 +290,33 @@ impl Broker {
     ) -> Result<CachedToken, CoreError> {
         self.check_status(&conn)?;
         let (cached, _) = self.open_cached(&conn)?;
-        if self.is_fresh(cached.expires_at, self.clock.now()) {
+        if is_fresh(&cached, self.clock.now()) {
             self.cache.put(key.clone(), cached.clone());
             return Ok(cached);
         }
         let lock = self.flight(&conn.id);
         let result = {
             let _guard = lock.lock().await;
-            self.refresh_locked(key, &conn.id).await
+            self.refresh_locked(key, &conn.id, cached.version).await
         };
         self.drop_flight(&conn.id, &lock);
         result
     }
 
     /// Runs with the in-process flight lock held.
+    /// `seen` is the token version the caller found stale: any newer, still valid token
+    /// is the one it waited for.
     async fn refresh_locked(
         &self,
         key: &ConnectionKey,
         id: &str,
+        seen: i64,
     ) -> Result<CachedToken, CoreError> {
         // Someone in this process may have refreshed while we waited.
         if let Some(c) = self.cache.get(key) {
-            if self.is_fresh(c.expires_at, self.clock.now()) {
+            if is_fresh(&c, self.clock.now())
+                || (c.version != seen && still_valid(&c, self.clock.now()).is_some())
+            {
                 return Ok(c);
             }
         }
@@ -308,9 +331,11 @@ impl Broker {
                         integration: key.integration.clone(),
                     })?;
             self.check_status(&conn)?;
-            let (cached, refresh_token) = self.open_cached(&conn)?;
+            let (cached, _) = self.open_cached(&conn)?;
             let now = self.clock.now();
-            if self.is_fresh(cached.expires_at, now) {
+            if is_fresh(&cached, now)
+                || (cached.version != seen && still_valid(&cached, now).is_some())
+            {
                 self.cache.put(key.clone(), cached.clone());
                 return Ok(cached);
             }
@@ -344,7 +369,6 @@ impl Broker {
                             retry_after_secs: 1,
                         });
                     }
-                    let _ = refresh_token;
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(std::time::Duration::from_millis(250));
                 }
@@ -360,7 +384,7 @@ impl Broker {
     ) -> Result<CachedToken, CoreError> {
         self.check_status(&conn)?;
         let (current, refresh_token) = self.open_cached(&conn)?;
-        if self.is_fresh(current.expires_at, self.clock.now()) {
+        if is_fresh(&current, self.clock.now()) {
             self.store.release_refresh_lease(&conn.id, fence).await?;
             self.cache.put(key.clone(), current.clone());
             return Ok(current);
@@ -411,6 +435,8 @@ impl Broker {
                     expires_at: sealed.expires_at,
                     scopes,
                     last_used_written: current.last_used_written,
+                    version: conn.token_version + 1,
+                    refresh_at: self.refresh_at(sealed.expires_at, now),
                 };
                 self.cache.put(key.clone(), cached.clone());
                 Ok(cached)
@@ -536,6 +562,10 @@ impl Broker {
         }
         Ok(last)
     }
+}
+
+fn is_fresh(c: &CachedToken, now: OffsetDateTime) -> bool {
+    c.refresh_at.is_none_or(|r| r > now)
 }
 
 fn still_valid(c: &CachedToken, now: OffsetDateTime) -> Option<CachedToken> {

@@ -32,6 +32,12 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: String,
     pub detail: String,
+    /// Rarely set; boxed so the error stays small on the happy path's `Result`.
+    pub extra: Box<ErrorExtra>,
+}
+
+#[derive(Debug, Default)]
+pub struct ErrorExtra {
     pub retry_after: Option<u64>,
     pub connection_id: Option<String>,
     pub reconnect_url: Option<String>,
@@ -44,10 +50,7 @@ impl ApiError {
             status,
             code: code.to_string(),
             detail: detail.into(),
-            retry_after: None,
-            connection_id: None,
-            reconnect_url: None,
-            www_authenticate: None,
+            extra: Box::default(),
         }
     }
     pub fn bad_request(code: &str, detail: impl Into<String>) -> Self {
@@ -59,7 +62,7 @@ impl ApiError {
             "unauthorized",
             "a valid API key is required: Authorization: Bearer <key>",
         );
-        e.www_authenticate = Some("Bearer".into());
+        e.extra.www_authenticate = Some("Bearer".into());
         e
     }
     pub fn forbidden(detail: impl Into<String>) -> Self {
@@ -107,8 +110,8 @@ impl From<CoreError> for ApiError {
                     "needs_reauthorization",
                     "the user must reconnect this account: the provider no longer accepts its grant",
                 );
-                a.connection_id = Some(connection_id);
-                a.reconnect_url = reconnect_url;
+                a.extra.connection_id = Some(connection_id);
+                a.extra.reconnect_url = reconnect_url;
                 a
             }
             e @ CoreError::ProviderUnavailable {
@@ -119,7 +122,7 @@ impl From<CoreError> for ApiError {
                     "provider_unavailable",
                     e.to_string(),
                 );
-                a.retry_after = Some(retry_after_secs);
+                a.extra.retry_after = Some(retry_after_secs);
                 a
             }
             e @ CoreError::ProviderRejected { .. } => {
@@ -138,7 +141,7 @@ impl From<CoreError> for ApiError {
                     "database_unavailable",
                     "the database is unavailable; try again shortly",
                 );
-                a.retry_after = Some(2);
+                a.extra.retry_after = Some(2);
                 a
             }
             CoreError::Store(e) => {
@@ -168,8 +171,8 @@ impl IntoResponse for ApiError {
             status: self.status.as_u16(),
             detail: self.detail,
             code: self.code,
-            connection_id: self.connection_id,
-            reconnect_url: self.reconnect_url,
+            connection_id: self.extra.connection_id,
+            reconnect_url: self.extra.reconnect_url,
         };
         let mut resp = (
             self.status,
@@ -182,12 +185,12 @@ impl IntoResponse for ApiError {
             HeaderValue::from_static("application/problem+json"),
         );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if let Some(r) = self.retry_after {
+        if let Some(r) = self.extra.retry_after {
             if let Ok(v) = HeaderValue::from_str(&r.to_string()) {
                 h.insert(header::RETRY_AFTER, v);
             }
         }
-        if let Some(w) = self.www_authenticate {
+        if let Some(w) = self.extra.www_authenticate {
             if let Ok(v) = HeaderValue::from_str(&w) {
                 h.insert(header::WWW_AUTHENTICATE, v);
             }

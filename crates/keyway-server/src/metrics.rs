@@ -63,12 +63,9 @@ impl Metrics {
     pub fn new(broker: Arc<Broker>) -> Self {
         let mut registry = Registry::default();
         let requests = Family::<RouteLabels, Counter>::default();
-        let latency = Histogram::new(
-            [
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
-            ]
-            .into_iter(),
-        );
+        let latency = Histogram::new([
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+        ]);
         registry.register(
             "keyway_http_requests",
             "HTTP requests by route and status",

@@ -28,7 +28,7 @@ pub async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
                 "database_unavailable",
                 "the database does not answer",
             );
-            err.retry_after = Some(2);
+            err.extra.retry_after = Some(2);
             err.into_response()
         }
     }

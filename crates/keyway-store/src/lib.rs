@@ -9,3 +9,6 @@ mod rows;
 mod sqlite;
 
 pub use sqlite::SqliteStore;
+
+#[cfg(test)]
+mod tests;

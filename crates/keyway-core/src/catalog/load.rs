@@ -256,33 +256,9 @@ fn validate(id: &str, source: &str, p: &Provider) -> Result<Vec<HostPattern>, Ca
     if let Some(i) = &p.identity {
         urls.push(("identity.url", &i.url, true));
     }
-    let mut uses_tenant = false;
-    for (field, template, call) in &urls {
-        let mut sample = template.to_string();
-        for ph in placeholders(template) {
-            let known = tenant.contains(&ph) || (*call && CALL_PLACEHOLDERS.contains(&ph));
-            if !known {
-                return Err(CatalogError::new(
-                    source,
-                    field,
-                    format!("unknown placeholder `{{{ph}}}`"),
-                ));
-            }
-            if tenant.contains(&ph) {
-                uses_tenant = true;
-            }
-            sample = sample.replace(&format!("{{{ph}}}"), "example");
-        }
-        let parsed = Url::parse(&sample)
-            .map_err(|e| CatalogError::new(source, field, format!("not a valid URL: {e}")))?;
-        if !url_allowed(&parsed) {
-            return Err(CatalogError::new(
-                source,
-                field,
-                "must be https (plain http only to a loopback host)",
-            ));
-        }
-    }
+    let uses_tenant = urls
+        .iter()
+        .any(|(_, t, _)| placeholders(t).iter().any(|ph| tenant.contains(ph)));
     let hosts: Vec<HostPattern> = if p.api_hosts.is_empty() {
         if uses_tenant || p.api_base_url_from.is_some() {
             return Err(CatalogError::new(
@@ -299,6 +275,39 @@ fn validate(id: &str, source: &str, p: &Provider) -> Result<Vec<HostPattern>, Ca
     } else {
         p.api_hosts.iter().map(|h| HostPattern::new(h)).collect()
     };
+    // A templated host may use plain http only if every allowed host is loopback (tests).
+    let loopback_only = hosts
+        .iter()
+        .all(|h| matches!(h.as_str(), "127.0.0.1" | "localhost" | "[::1]"));
+    for (field, template, call) in &urls {
+        let mut sample = template.to_string();
+        for ph in placeholders(template) {
+            let known = tenant.contains(&ph) || (*call && CALL_PLACEHOLDERS.contains(&ph));
+            if !known {
+                return Err(CatalogError::new(
+                    source,
+                    field,
+                    format!("unknown placeholder `{{{ph}}}`"),
+                ));
+            }
+            sample = sample.replace(&format!("{{{ph}}}"), "example");
+        }
+        let parsed = Url::parse(&sample)
+            .map_err(|e| CatalogError::new(source, field, format!("not a valid URL: {e}")))?;
+        let host_templated = template
+            .split("://")
+            .nth(1)
+            .is_some_and(|r| r.split('/').next().unwrap_or("").contains('{'));
+        let allowed =
+            url_allowed(&parsed) || (host_templated && loopback_only && parsed.scheme() == "http");
+        if !allowed {
+            return Err(CatalogError::new(
+                source,
+                field,
+                "must be https (plain http only to a loopback host)",
+            ));
+        }
+    }
     for h in &hosts {
         let bare = h.as_str().trim_start_matches("*.");
         if bare.is_empty() || bare.contains('*') || bare.contains('/') {

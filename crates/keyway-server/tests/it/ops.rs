@@ -1,0 +1,50 @@
+//! Operations endpoints.
+
+use crate::setup;
+use keyway_testkit::Flavor;
+use reqwest::Method;
+
+#[tokio::test]
+async fn health_ready_metrics_openapi() {
+    let (kw, _fake, app) = setup(Flavor::Standard).await;
+    kw.connect(&app, "u1", "acme").await;
+    kw.token(&app, "u1", "acme").await;
+    let h = kw.call(Method::GET, "/healthz", None, None).await;
+    assert_eq!(h.status, 200);
+    let r = kw.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(
+        (r.status.as_u16(), r.body["database"].as_str()),
+        (200, Some("ok"))
+    );
+    let m = kw
+        .http
+        .get(format!("{}/metrics", kw.url))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(m.contains("keyway_token_calls_total 1"), "{m}");
+    assert!(m.contains("route=\"/v1/token\""), "{m}");
+    assert!(!m.contains("kwcs_"), "metrics never carry connect tokens");
+    let o = kw.call(Method::GET, "/openapi.json", None, None).await;
+    assert_eq!(o.status, 200);
+    assert!(o.body["paths"]["/v1/token"].is_object());
+}
+
+#[tokio::test]
+async fn readyz_reports_a_lost_database() {
+    let (kw, _fake, _app) = setup(Flavor::Standard).await;
+    kw.store.pool().close().await;
+    let r = kw.call(Method::GET, "/readyz", None, None).await;
+    r.assert_problem(503, "database_unavailable");
+    kw.call(
+        Method::GET,
+        "/v1/connections",
+        Some(&kw.admin_key.clone()),
+        None,
+    )
+    .await
+    .assert_problem(503, "database_unavailable");
+}
