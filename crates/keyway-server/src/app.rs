@@ -32,6 +32,8 @@ pub struct StartOptions {
     /// Replaces the default broker settings (the public URL is always set from above).
     pub settings: Option<BrokerSettings>,
     pub max_body_bytes: usize,
+    /// Routes added inside the same middleware stack (benchmarks add a bare endpoint).
+    pub extra_routes: Option<Router<AppState>>,
 }
 
 impl StartOptions {
@@ -49,6 +51,7 @@ impl StartOptions {
             clock: None,
             settings: None,
             max_body_bytes: 64 * 1024,
+            extra_routes: None,
         }
     }
 }
@@ -145,7 +148,7 @@ pub async fn build(opts: StartOptions) -> Result<Built, StartError> {
         None
     };
     let state = AppState::new(broker.clone(), config, sandbox);
-    let router = crate::router(state.clone());
+    let router = crate::router_with(state.clone(), opts.extra_routes);
     Ok(Built {
         router,
         state,

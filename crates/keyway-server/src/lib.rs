@@ -76,6 +76,11 @@ impl AppState {
 
 /// Every route of the server.
 pub fn router(state: AppState) -> Router {
+    router_with(state, None)
+}
+
+/// The server's routes plus `extra`, all inside the same middleware stack.
+pub fn router_with(state: AppState, extra: Option<Router<AppState>>) -> Router {
     let v1 = Router::new()
         .route(
             "/integrations",
@@ -122,6 +127,9 @@ pub fn router(state: AppState) -> Router {
         .merge(pages::routes());
     if state.sandbox.is_some() {
         app = app.merge(sandbox::routes());
+    }
+    if let Some(extra) = extra {
+        app = app.merge(extra);
     }
     app.fallback(ops::not_found)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))

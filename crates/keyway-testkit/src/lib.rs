@@ -31,6 +31,8 @@ pub struct TestOptions {
     pub clock: Option<Arc<ManualClock>>,
     pub dev: bool,
     pub settings: Option<SettingsHook>,
+    /// Extra routes inside the server's middleware stack (benchmarks).
+    pub extra_routes: Option<axum::Router<keyway_server::AppState>>,
 }
 
 impl TestOptions {
@@ -169,6 +171,7 @@ impl TestKeyway {
         so.custom_providers = opts.providers;
         so.clock = Some(clock.clone());
         so.dev = opts.dev;
+        so.extra_routes = opts.extra_routes;
         let mut settings = BrokerSettings::new(&url);
         settings.retry_base_delay = std::time::Duration::from_millis(5);
         if let Some(f) = opts.settings {
