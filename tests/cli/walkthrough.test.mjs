@@ -50,6 +50,7 @@ test('serve --dev: the printed link connects the sandbox and `keyway token` prin
   const appKey = banner.match(/application key:\s+(\S+)/)[1];
   const connectUrl = banner.match(/(http:\/\/127\.0\.0\.1:\d+\/connect\/kwcs_\S+)/)[1];
   assert.equal(statSync(join(dir, 'data', 'master.key')).mode & 0o777, 0o600, 'the dev master key is private');
+  assert.equal(statSync(join(dir, 'data')).mode & 0o777, 0o700, 'the data directory is private');
 
   const b = new Browser();
   let r = await b.fetch(connectUrl);

@@ -129,19 +129,21 @@ impl Broker {
                 }));
             }
         }
+        if let Some(p) = self.auth_cache.get(&hash) {
+            return Ok(Some(p));
+        }
         let Some(rec) = self.store.find_api_key_by_hash(&hash).await? else {
             return Ok(None);
         };
         if !bool::from(rec.hash.as_bytes().ct_eq(hash.as_bytes())) || rec.revoked_at.is_some() {
             return Ok(None);
         }
-        Ok(Some(match rec.application_id {
-            Some(application_id) => Principal::Application {
-                key_id: rec.id,
-                application_id,
-            },
+        let principal = match rec.application_id {
+            Some(application_id) => Principal::Application { key_id: rec.id, application_id },
             None => Principal::Admin { key_id: rec.id },
-        }))
+        };
+        self.auth_cache.put(hash, principal.clone());
+        Ok(Some(principal))
     }
 
     pub async fn create_application(
@@ -288,7 +290,10 @@ impl Broker {
                 updated_at: now,
             };
         match self.store.insert_integration(&integration).await {
-            Ok(()) => Ok(integration),
+            Ok(()) => {
+                self.integration_cache.remove(&integration.slug);
+                Ok(integration)
+            }
             Err(StoreError::Conflict(_)) => Err(CoreError::Conflict {
                 code: "integration_exists",
                 detail: format!("integration `{}` already exists", integration.slug),
@@ -347,13 +352,22 @@ impl Broker {
         }
         i.updated_at = self.clock.now();
         self.store.update_integration(&i).await?;
+        self.integration_cache.remove(&i.slug);
         Ok(i)
+    }
+
+    /// Revokes an API key; it stops working in this process at once.
+    pub async fn revoke_api_key(&self, id: &str) -> Result<bool, CoreError> {
+        let revoked = self.store.revoke_api_key(id, self.clock.now()).await?;
+        self.auth_cache.clear();
+        Ok(revoked)
     }
 
     /// Re-seals every value not sealed with the active key. Safe to run while serving:
     /// each value is swapped only if unchanged since it was read.
     pub async fn reseal_all(&self) -> Result<ResealReport, CoreError> {
         let mut report = ResealReport::default();
+        self.integration_cache.clear();
         for v in self.store.list_sealed_values().await? {
             report.checked += 1;
             if !self.vault.needs_reseal(&v.value) {

@@ -67,6 +67,9 @@ pub struct Broker {
     pub(crate) cache: TokenCache,
     pub(crate) flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     pub(crate) stats: crate::tokens::RefreshStats,
+    /// Authenticated API keys by hash.
+    pub(crate) auth_cache: crate::cache::TtlCache<String, crate::model::Principal>,
+    pub(crate) integration_cache: crate::cache::TtlCache<String, Integration>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -98,6 +101,8 @@ impl Broker {
             cache: TokenCache::default(),
             flights: Mutex::new(HashMap::new()),
             stats: Default::default(),
+            auth_cache: crate::cache::TtlCache::new(Duration::from_secs(10), 10_000),
+            integration_cache: crate::cache::TtlCache::new(Duration::from_secs(10), 10_000),
         }
     }
 
@@ -110,13 +115,19 @@ impl Broker {
         })
     }
 
+    /// An integration, from a short-lived cache (invalidated by changes made here).
     pub(crate) async fn integration(&self, slug: &str) -> Result<Integration, CoreError> {
-        self.store.get_integration(slug).await?.ok_or_else(|| {
+        if let Some(i) = self.integration_cache.get(&slug.to_string()) {
+            return Ok(i);
+        }
+        let i = self.store.get_integration(slug).await?.ok_or_else(|| {
             CoreError::invalid(
                 "unknown_integration",
                 format!("there is no integration `{slug}`"),
             )
-        })
+        })?;
+        self.integration_cache.put(slug.to_string(), i.clone());
+        Ok(i)
     }
 
     pub(crate) fn provider_ctx<'a>(

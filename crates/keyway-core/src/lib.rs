@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod broker;
+mod cache;
 pub mod catalog;
 pub mod clock;
 pub mod connect;

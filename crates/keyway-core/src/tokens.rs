@@ -130,12 +130,13 @@ impl Broker {
     /// The token call. `application_id` comes from the caller's API key (S6).
     pub async fn issue_token(&self, req: &TokenRequest) -> Result<IssuedToken, CoreError> {
         self.stats.token_calls.fetch_add(1, Ordering::Relaxed);
-        let integration =
-            self.integration(&req.integration)
-                .await
-                .map_err(|_| CoreError::NotInstalled {
-                    integration: req.integration.clone(),
-                })?;
+        let integration = match self.integration(&req.integration).await {
+            Ok(i) => i,
+            Err(CoreError::Invalid { code: "unknown_integration", .. }) => {
+                return Err(CoreError::NotInstalled { integration: req.integration.clone() })
+            }
+            Err(e) => return Err(e),
+        };
         let key = ConnectionKey {
             application_id: req.application_id.clone(),
             user_id: req.user_id.clone(),
@@ -146,10 +147,14 @@ impl Broker {
         let now = self.clock.now();
         if let Some(c) = self.cache.get(&key) {
             if is_fresh(&c, now) {
-                self.note_use(&key, &c.connection_id, c.last_used_written, now)
-                    .await;
+                self.note_use(&key, &c.connection_id, c.last_used_written, now).await;
                 return Ok(self.answer(&c, &configured));
             }
+            // Known but due: queue for the refresh without another lookup, so a storm
+            // of callers costs one database read, not one each.
+            let cached = self.refresh_queued(&key, &c.connection_id, c.version).await?;
+            self.note_use(&key, &cached.connection_id, cached.last_used_written, now).await;
+            return Ok(self.answer(&cached, &configured));
         }
         let conn =
             self.store
@@ -294,12 +299,18 @@ impl Broker {
             self.cache.put(key.clone(), cached.clone());
             return Ok(cached);
         }
-        let lock = self.flight(&conn.id);
+        self.refresh_queued(key, &conn.id, cached.version).await
+    }
+
+    /// Waits for this connection's flight lock, then refreshes unless someone else
+    /// already did.
+    async fn refresh_queued(&self, key: &ConnectionKey, id: &str, seen: i64) -> Result<CachedToken, CoreError> {
+        let lock = self.flight(id);
         let result = {
             let _guard = lock.lock().await;
-            self.refresh_locked(key, &conn.id, cached.version).await
+            self.refresh_locked(key, id, seen).await
         };
-        self.drop_flight(&conn.id, &lock);
+        self.drop_flight(id, &lock);
         result
     }
 

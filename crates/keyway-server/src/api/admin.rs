@@ -220,13 +220,7 @@ pub async fn revoke_api_key(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     auth.require_admin()?;
-    let now = s.broker.now();
-    if s.broker
-        .store
-        .revoke_api_key(&id, now)
-        .await
-        .map_err(keyway_core::CoreError::from)?
-    {
+    if s.broker.revoke_api_key(&id).await? {
         tracing::info!(key_id = %id, "API key revoked");
         Ok(StatusCode::NO_CONTENT)
     } else {
