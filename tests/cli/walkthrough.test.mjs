@@ -77,6 +77,21 @@ test('serve --dev: the printed link connects the sandbox and `keyway token` prin
   const me = await fetch(`${url}/sandbox/api/me`, { headers: { authorization: `Bearer ${tok.stdout.trim()}` } });
   assert.equal((await me.json()).name, 'Ada');
 
+  // The security team's view: inventory (table and CSV) and the audit chain.
+  const adminKey = banner.match(/admin key:\s+(\S+)/)[1];
+  const admin = { KEYWAY_URL: url, KEYWAY_API_KEY: adminKey };
+  const inv = await cli(['inventory'], admin);
+  assert.equal(inv.code, 0, inv.stderr);
+  assert.match(inv.stdout, /Demo application\s+demo\s+sandbox\s+Ada/);
+  const csvOut = await cli(['inventory', '--format', 'csv'], admin);
+  assert.match(csvOut.stdout.split('\n')[0], /^connection_id,application_id,application_name,user_id/);
+  const ver = await cli(['audit', 'verify'], admin);
+  assert.equal(ver.code, 0, ver.stderr);
+  assert.match(ver.stdout, /audit chain valid: \d+ records/);
+  const lines = (await cli(['audit', 'export'], admin)).stdout.trim().split('\n').map((l) => JSON.parse(l));
+  assert.ok(lines.some((e) => e.action === 'token.issued' && e.user_id === 'demo'));
+  assert.ok(lines.some((e) => e.action === 'connection.created'));
+
   const list = await cli(['connections', 'list'], env);
   assert.equal(list.code, 0, list.stderr);
   assert.match(list.stdout, /^ID\s+USER\s+INTEGRATION\s+STATUS/m);
@@ -86,6 +101,10 @@ test('serve --dev: the printed link connects the sandbox and `keyway token` prin
   const del = await cli(['connections', 'delete', id], env);
   assert.equal(del.code, 0, del.stderr);
   assert.match(del.stdout, /revocation at the provider: confirmed/);
+
+  const off = await cli(['users', 'offboard', 'demo'], { KEYWAY_URL: url, KEYWAY_API_KEY: adminKey });
+  assert.equal(off.code, 0, off.stderr);
+  assert.match(off.stdout, /CONNECTION\s+APPLICATION/, 'nothing left to revoke is an empty report');
 
   const missing = await cli(['token', '--integration', 'sandbox', '--user', 'demo'], env);
   assert.notEqual(missing.code, 0);

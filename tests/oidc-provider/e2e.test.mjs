@@ -86,28 +86,15 @@ after(() => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-test('connect, token, refresh with rotation, revoke against oidc-provider', async () => {
-  let r = await api('POST', '/v1/integrations', adminKey, {
-    slug: 'oidc', provider: 'oidc', client_id: 'keyway-e2e', client_secret: clientSecret,
-    scopes: ['openid', 'offline_access', 'profile'],
-  });
-  assert.equal(r.status, 201, JSON.stringify(r.body));
-  r = await api('POST', '/v1/applications', adminKey, { name: 'E2E app', return_urls: ['https://app.example/done'] });
-  assert.equal(r.status, 201);
-  const appId = r.body.id;
-  r = await api('POST', `/v1/applications/${appId}/api-keys`, adminKey, { name: 'e2e' });
-  const appKey = r.body.key;
-  r = await api('POST', '/v1/connect/sessions', appKey, { user_id: 'alice', return_url: 'https://app.example/done', owner: 'e2e' });
-  assert.equal(r.status, 201);
-
-  // The widget, then the provider's own login and consent pages.
+/** Drives the widget, then the provider's own login and consent pages, as `user`. */
+async function connectUser(sessionUrl, user) {
   const b = new Browser();
-  let page = await b.fetch(r.body.url);
+  let page = await b.fetch(sessionUrl);
   const html = await page.text();
   assert.match(html, /E2E app/);
-  assert.match(html, /alice/);
+  assert.match(html, new RegExp(user));
   const csrf = html.match(/name="csrf" value="([^"]+)"/)[1];
-  let res = await b.form(r.body.url, { csrf, integration: 'oidc' });
+  let res = await b.form(sessionUrl, { csrf, integration: 'oidc' });
   assert.equal(res.status, 303);
   let loc = res.headers.get('location');
   const authz = new URL(loc);
@@ -119,7 +106,7 @@ test('connect, token, refresh with rotation, revoke against oidc-provider', asyn
       const body = await res.text();
       const action = abs(opUrl, body.match(/action="([^"]+)"/)[1]);
       const fields = body.includes('name="login"')
-        ? { prompt: 'login', login: 'alice', password: 'any' }
+        ? { prompt: 'login', login: user, password: 'any' }
         : { prompt: 'consent' };
       res = await b.form(action, fields);
     }
@@ -134,7 +121,24 @@ test('connect, token, refresh with rotation, revoke against oidc-provider', asyn
   const back = new URL(res.headers.get('location'));
   assert.equal(back.origin, 'https://app.example');
   assert.equal(back.searchParams.get('status'), 'active');
-  const connectionId = back.searchParams.get('connection_id');
+  return back.searchParams.get('connection_id');
+}
+
+test('connect, token, refresh with rotation, revoke against oidc-provider', async () => {
+  let r = await api('POST', '/v1/integrations', adminKey, {
+    slug: 'oidc', provider: 'oidc', client_id: 'keyway-e2e', client_secret: clientSecret,
+    scopes: ['openid', 'offline_access', 'profile'],
+  });
+  assert.equal(r.status, 201, JSON.stringify(r.body));
+  r = await api('POST', '/v1/applications', adminKey, { name: 'E2E app', return_urls: ['https://app.example/done'] });
+  assert.equal(r.status, 201);
+  const appId = r.body.id;
+  r = await api('POST', `/v1/applications/${appId}/api-keys`, adminKey, { name: 'e2e' });
+  const appKey = r.body.key;
+  r = await api('POST', '/v1/connect/sessions', appKey, { user_id: 'alice', return_url: 'https://app.example/done', owner: 'e2e' });
+  assert.equal(r.status, 201);
+
+  const connectionId = await connectUser(r.body.url, 'alice');
 
   r = await api('GET', `/v1/connections/${connectionId}`, appKey);
   assert.equal(r.body.provider_account.id, 'alice');
@@ -175,4 +179,21 @@ test('connect, token, refresh with rotation, revoke against oidc-provider', asyn
   assert.equal(r.status, 404);
   assert.equal(r.body.code, 'not_installed');
   assert.ok(!procs.logs.includes(clientSecret) && !procs.logs.includes(t2.body.access_token), 'no secret in Keyway\'s logs');
+
+  // Offboarding a second user: the provider confirms the grant is gone too.
+  r = await api('POST', '/v1/connect/sessions', appKey, { user_id: 'bob', return_url: 'https://app.example/done' });
+  await connectUser(r.body.url, 'bob');
+  const bobToken = await api('POST', '/v1/token', appKey, { integration: 'oidc', user_id: 'bob' });
+  assert.equal(bobToken.status, 200);
+  assert.equal((await introspect(bobToken.body.access_token)).active, true);
+  r = await api('POST', '/v1/users/bob/offboard', adminKey);
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  assert.equal(r.body.connections.length, 1);
+  assert.equal(r.body.connections[0].revocation, 'confirmed');
+  assert.equal((await introspect(bobToken.body.access_token)).active, false, 'the provider confirms the offboarding');
+
+  // Every step above is in the audit chain, and the chain verifies.
+  r = await api('POST', '/v1/audit/verify', adminKey);
+  assert.equal(r.body.valid, true);
+  assert.ok(r.body.checked > 10);
 });

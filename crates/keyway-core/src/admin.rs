@@ -1,6 +1,7 @@
 //! Operators' objects: applications, API keys, integrations; authentication of API keys
 //! (S3) and online re-sealing after a master-key change (S2).
 
+use crate::audit::AuditEvent;
 use crate::broker::Broker;
 use crate::connect::{check_id, check_text};
 use crate::error::{CoreError, StoreError};
@@ -139,7 +140,10 @@ impl Broker {
             return Ok(None);
         }
         let principal = match rec.application_id {
-            Some(application_id) => Principal::Application { key_id: rec.id, application_id },
+            Some(application_id) => Principal::Application {
+                key_id: rec.id,
+                application_id,
+            },
             None => Principal::Admin { key_id: rec.id },
         };
         self.auth_cache.put(hash, principal.clone());
@@ -148,6 +152,7 @@ impl Broker {
 
     pub async fn create_application(
         &self,
+        actor: &str,
         input: NewApplication,
     ) -> Result<Application, CoreError> {
         check_id("name", &input.name)?;
@@ -187,13 +192,17 @@ impl Broker {
             login_url: input.login_url,
             created_at: self.clock.now(),
         };
-        self.store.insert_application(&app).await?;
+        let event = AuditEvent::new(app.created_at, "application.created", actor)
+            .application(&app.id)
+            .details(serde_json::json!({"name": app.name, "return_urls": app.return_urls, "allowed_integrations": app.allowed_integrations}));
+        self.store.insert_application(&app, &[event]).await?;
         Ok(app)
     }
 
     /// Creates an API key; the key is returned once and only its hash is stored.
     pub async fn create_api_key(
         &self,
+        actor: &str,
         application_id: Option<&str>,
         name: &str,
     ) -> Result<(ApiKeyRecord, String), CoreError> {
@@ -214,7 +223,12 @@ impl Broker {
             created_at: self.clock.now(),
             revoked_at: None,
         };
-        self.store.insert_api_key(&rec).await?;
+        let mut event = AuditEvent::new(rec.created_at, "api_key.created", actor)
+            .details(serde_json::json!({"key_id": rec.id, "name": rec.name, "prefix": rec.prefix, "admin": application_id.is_none()}));
+        if let Some(app) = application_id {
+            event = event.application(app);
+        }
+        self.store.insert_api_key(&rec, &[event]).await?;
         Ok((rec, key))
     }
 
@@ -254,6 +268,7 @@ impl Broker {
 
     pub async fn create_integration(
         &self,
+        actor: &str,
         input: NewIntegration,
     ) -> Result<Integration, CoreError> {
         check_slug("slug", &input.slug)?;
@@ -289,7 +304,10 @@ impl Broker {
                 created_at: now,
                 updated_at: now,
             };
-        match self.store.insert_integration(&integration).await {
+        let event = AuditEvent::new(now, "integration.created", actor)
+            .integration(&integration.slug)
+            .details(serde_json::json!({"provider": integration.provider, "client_id": integration.client_id, "scopes": integration.scopes, "settings": integration.settings}));
+        match self.store.insert_integration(&integration, &[event]).await {
             Ok(()) => {
                 self.integration_cache.remove(&integration.slug);
                 Ok(integration)
@@ -314,6 +332,7 @@ impl Broker {
     /// Changes an integration. A scope change needs a reason; it is logged with it.
     pub async fn update_integration(
         &self,
+        actor: &str,
         slug: &str,
         patch: IntegrationPatch,
     ) -> Result<Integration, CoreError> {
@@ -344,28 +363,57 @@ impl Broker {
                 )
             });
         }
+        let mut changed: Vec<&str> = Vec::new();
+        let before_scopes = i.scopes.clone();
         if let Some(scopes) = patch.scopes {
             if scopes != i.scopes {
                 tracing::info!(integration = slug, from = ?i.scopes, to = ?scopes, reason = patch.reason.as_deref().unwrap_or(""), "integration scopes changed");
+                changed.push("scopes");
             }
             i.scopes = scopes;
         }
+        if patch.client_id.is_some() {
+            changed.push("client_id");
+        }
+        if patch.client_secret.is_some() {
+            changed.push("client_secret");
+        }
+        if patch.settings.is_some() {
+            changed.push("settings");
+        }
         i.updated_at = self.clock.now();
-        self.store.update_integration(&i).await?;
+        let mut details = serde_json::json!({"changed": changed});
+        if changed.contains(&"scopes") {
+            details["scopes_before"] = serde_json::json!(before_scopes);
+            details["scopes_after"] = serde_json::json!(i.scopes);
+            details["reason"] = serde_json::json!(patch.reason);
+        }
+        let action = if changed.contains(&"scopes") {
+            "integration.scopes_changed"
+        } else {
+            "integration.updated"
+        };
+        let event = AuditEvent::new(i.updated_at, action, actor)
+            .integration(slug)
+            .details(details);
+        self.store.update_integration(&i, &[event]).await?;
         self.integration_cache.remove(&i.slug);
         Ok(i)
     }
 
     /// Revokes an API key; it stops working in this process at once.
-    pub async fn revoke_api_key(&self, id: &str) -> Result<bool, CoreError> {
-        let revoked = self.store.revoke_api_key(id, self.clock.now()).await?;
+    pub async fn revoke_api_key(&self, actor: &str, id: &str) -> Result<bool, CoreError> {
+        let now = self.clock.now();
+        let event = AuditEvent::new(now, "api_key.revoked", actor)
+            .details(serde_json::json!({"key_id": id}));
+        let revoked = self.store.revoke_api_key(id, now, &[event]).await?;
         self.auth_cache.clear();
         Ok(revoked)
     }
 
     /// Re-seals every value not sealed with the active key. Safe to run while serving:
     /// each value is swapped only if unchanged since it was read.
-    pub async fn reseal_all(&self) -> Result<ResealReport, CoreError> {
+    pub async fn reseal_all(&self, actor: &str) -> Result<ResealReport, CoreError> {
         let mut report = ResealReport::default();
         self.integration_cache.clear();
         for v in self.store.list_sealed_values().await? {
@@ -386,6 +434,12 @@ impl Broker {
                 }
             }
         }
+        self.record(
+            AuditEvent::new(self.clock.now(), "master_key.resealed", actor).details(serde_json::json!({
+                "active_key_id": self.vault.active_key_id(), "checked": report.checked, "resealed": report.resealed, "failed": report.failed,
+            })),
+        )
+        .await?;
         Ok(report)
     }
 }

@@ -32,6 +32,8 @@ pub struct BrokerSettings {
     pub provider_timeout: Duration,
     /// `last_used_at` is written at most this often per connection.
     pub usage_write_interval: time::Duration,
+    /// A connection unused for longer than this is flagged stale in the inventory.
+    pub stale_after: time::Duration,
 }
 
 impl BrokerSettings {
@@ -46,6 +48,7 @@ impl BrokerSettings {
             retry_base_delay: Duration::from_millis(200),
             provider_timeout: Duration::from_secs(10),
             usage_write_interval: time::Duration::seconds(60),
+            stale_after: time::Duration::days(90),
         }
     }
 
@@ -70,6 +73,7 @@ pub struct Broker {
     /// Authenticated API keys by hash.
     pub(crate) auth_cache: crate::cache::TtlCache<String, crate::model::Principal>,
     pub(crate) integration_cache: crate::cache::TtlCache<String, Integration>,
+    audit_queue: Option<crate::audit::AuditQueue>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -90,6 +94,11 @@ impl Broker {
         clock: Arc<dyn Clock>,
         settings: BrokerSettings,
     ) -> Self {
+        // Group commit needs a runtime to run on; without one (plain unit tests) each
+        // event is written on its own.
+        let audit_queue = tokio::runtime::Handle::try_current()
+            .ok()
+            .map(|_| crate::audit::AuditQueue::spawn(store.clone()));
         Self {
             store,
             vault,
@@ -103,6 +112,7 @@ impl Broker {
             stats: Default::default(),
             auth_cache: crate::cache::TtlCache::new(Duration::from_secs(10), 10_000),
             integration_cache: crate::cache::TtlCache::new(Duration::from_secs(10), 10_000),
+            audit_queue,
         }
     }
 
@@ -113,6 +123,15 @@ impl Broker {
                 format!("provider `{provider}` is not in the catalog"),
             )
         })
+    }
+
+    /// Appends one event through the group-commit queue and waits until it is durable.
+    pub(crate) async fn record(&self, e: crate::audit::AuditEvent) -> Result<(), CoreError> {
+        match &self.audit_queue {
+            Some(q) => q.record(e).await?,
+            None => self.store.append_audit(&[e]).await?,
+        }
+        Ok(())
     }
 
     /// An integration, from a short-lived cache (invalidated by changes made here).

@@ -16,12 +16,18 @@ pub(crate) struct TtlCache<K, V> {
 
 impl<K: Hash + Eq + Clone, V: Clone> TtlCache<K, V> {
     pub(crate) fn new(ttl: Duration, max_entries: usize) -> Self {
-        Self { inner: Mutex::new(HashMap::new()), ttl, max_entries }
+        Self {
+            inner: Mutex::new(HashMap::new()),
+            ttl,
+            max_entries,
+        }
     }
 
     pub(crate) fn get(&self, k: &K) -> Option<V> {
         let map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(k).filter(|(_, at)| at.elapsed() < self.ttl).map(|(v, _)| v.clone())
+        map.get(k)
+            .filter(|(_, at)| at.elapsed() < self.ttl)
+            .map(|(v, _)| v.clone())
     }
 
     pub(crate) fn put(&self, k: K, v: V) {
@@ -37,7 +43,10 @@ impl<K: Hash + Eq + Clone, V: Clone> TtlCache<K, V> {
     }
 
     pub(crate) fn remove(&self, k: &K) {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).remove(k);
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(k);
     }
 
     pub(crate) fn clear(&self) {
@@ -62,6 +71,10 @@ mod tests {
         c.put("a", 1);
         c.put("b", 2);
         c.put("c", 3);
-        assert_eq!(c.get(&"c"), Some(3), "bounded: full caches are emptied, not grown");
+        assert_eq!(
+            c.get(&"c"),
+            Some(3),
+            "bounded: full caches are emptied, not grown"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! Connecting an account: connect sessions, authorization links, the OAuth redirect and
 //! the callback (RFC 6749 §4.1 with RFC 7636 PKCE, RFC 9207 `iss`, RFC 9700 §4.7 state).
 
+use crate::audit::AuditEvent;
 use crate::broker::Broker;
 use crate::error::CoreError;
 use crate::ids::{new_id, pkce_challenge, random_token, sha256_hex};
@@ -573,7 +574,22 @@ impl Broker {
                 revoked_at: None,
                 revocation: None,
             };
-            match self.store.save_grant(&conn).await {
+            let action = match existing.as_ref().map(|c| c.status) {
+                None => "connection.created",
+                Some(ConnectionStatus::NeedsReauthorization) => "connection.recovered",
+                Some(_) => "connection.reconnected",
+            };
+            let event = AuditEvent::new(now, action, &format!("user:{}", p.user_id))
+                .connection(&conn)
+                .details(serde_json::json!({
+                    "provider": conn.provider,
+                    "provider_account": {"id": conn.account_id, "name": conn.account_name},
+                    "scopes": conn.scopes,
+                    "connect_session_id": p.connect_session_id,
+                    "owner": conn.owner,
+                    "purpose": conn.purpose,
+                }));
+            match self.store.save_grant(&conn, &[event]).await {
                 Ok(()) => {
                     self.cache.forget_connection(&id);
                     return Ok(conn);

@@ -51,7 +51,7 @@ impl CoreError {
 }
 
 /// Errors of the storage layer, reduced to what the domain must tell apart.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The database cannot be reached or is overloaded (maps to 503).
     #[error("database unavailable: {0}")]

@@ -5,6 +5,7 @@
 //! tested without sockets or sleeping.
 
 pub mod admin;
+pub mod audit;
 pub mod broker;
 mod cache;
 pub mod catalog;
@@ -12,6 +13,7 @@ pub mod clock;
 pub mod connect;
 pub mod connections;
 pub mod error;
+pub mod governance;
 pub mod ids;
 pub mod model;
 pub mod oauth;

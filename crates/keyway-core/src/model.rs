@@ -34,6 +34,10 @@ pub enum Principal {
 }
 
 impl Principal {
+    /// How this principal appears as the actor of audit events.
+    pub fn actor(&self) -> String {
+        format!("key:{}", self.key_id())
+    }
     pub fn key_id(&self) -> &str {
         match self {
             Principal::Admin { key_id } | Principal::Application { key_id, .. } => key_id,
@@ -241,4 +245,22 @@ impl RevocationOutcome {
             RevocationOutcome::Failed => "failed",
         }
     }
+}
+
+/// A provider revocation that failed and is retried in the background. The tokens are
+/// kept sealed here (not on the connection, which is shredded) only until the provider
+/// confirms or the retries are given up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationRetry {
+    pub id: String,
+    pub connection_id: String,
+    pub application_id: String,
+    pub user_id: String,
+    pub integration: String,
+    pub access_token_sealed: String,
+    pub refresh_token_sealed: Option<String>,
+    pub attempts: i64,
+    pub next_attempt_at: OffsetDateTime,
+    pub last_error: Option<String>,
+    pub created_at: OffsetDateTime,
 }

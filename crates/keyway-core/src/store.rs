@@ -2,8 +2,11 @@
 //! PostgreSQL later), tested by the same suite against each.
 //!
 //! Every method is one atomic step: where a rule needs "read then write" the method does
-//! it in one statement or one transaction, so nothing is half-written (S10).
+//! it in one statement or one transaction, so nothing is half-written (S10). Methods that
+//! change something take the audit events that record the change and append them to the
+//! chain in the same transaction, only if the change happened.
 
+use crate::audit::{AuditEvent, AuditRecord};
 use crate::error::StoreError;
 use crate::model::*;
 use async_trait::async_trait;
@@ -32,24 +35,45 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
 
     // Applications and API keys.
-    async fn insert_application(&self, app: &Application) -> Result<(), StoreError>;
+    async fn insert_application(
+        &self,
+        app: &Application,
+        audit: &[AuditEvent],
+    ) -> Result<(), StoreError>;
     async fn get_application(&self, id: &str) -> Result<Option<Application>, StoreError>;
     async fn list_applications(&self) -> Result<Vec<Application>, StoreError>;
-    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError>;
+    async fn insert_api_key(
+        &self,
+        key: &ApiKeyRecord,
+        audit: &[AuditEvent],
+    ) -> Result<(), StoreError>;
     async fn find_api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
     async fn list_api_keys(
         &self,
         application_id: Option<&str>,
     ) -> Result<Vec<ApiKeyRecord>, StoreError>;
     /// Marks a key revoked; false if there was no such live key.
-    async fn revoke_api_key(&self, id: &str, at: OffsetDateTime) -> Result<bool, StoreError>;
+    async fn revoke_api_key(
+        &self,
+        id: &str,
+        at: OffsetDateTime,
+        audit: &[AuditEvent],
+    ) -> Result<bool, StoreError>;
 
     // Integrations.
     /// Fails with [`StoreError::Conflict`] if the slug exists.
-    async fn insert_integration(&self, integration: &Integration) -> Result<(), StoreError>;
+    async fn insert_integration(
+        &self,
+        integration: &Integration,
+        audit: &[AuditEvent],
+    ) -> Result<(), StoreError>;
     async fn get_integration(&self, slug: &str) -> Result<Option<Integration>, StoreError>;
     async fn list_integrations(&self) -> Result<Vec<Integration>, StoreError>;
-    async fn update_integration(&self, integration: &Integration) -> Result<bool, StoreError>;
+    async fn update_integration(
+        &self,
+        integration: &Integration,
+        audit: &[AuditEvent],
+    ) -> Result<bool, StoreError>;
 
     // Connect sessions, authorization links and pending authorizations.
     async fn insert_connect_session(&self, session: &ConnectSession) -> Result<(), StoreError>;
@@ -81,7 +105,12 @@ pub trait Store: Send + Sync + 'static {
     /// Inserts a new connection or replaces the grant of the one with the same id (a
     /// reconnect): tokens, scopes, account, status `active`, `token_version` + 1.
     /// [`StoreError::Conflict`] if another connection holds the same key.
-    async fn save_grant(&self, connection: &Connection) -> Result<(), StoreError>;
+    async fn save_grant(
+        &self,
+        connection: &Connection,
+        audit: &[AuditEvent],
+    ) -> Result<(), StoreError>;
+    #[allow(clippy::too_many_arguments)]
     async fn update_connection_details(
         &self,
         id: &str,
@@ -89,6 +118,7 @@ pub trait Store: Send + Sync + 'static {
         purpose: Option<Option<String>>,
         label: Option<Option<String>>,
         at: OffsetDateTime,
+        audit: &[AuditEvent],
     ) -> Result<bool, StoreError>;
     async fn touch_last_used(&self, id: &str, at: OffsetDateTime) -> Result<(), StoreError>;
 
@@ -108,6 +138,7 @@ pub trait Store: Send + Sync + 'static {
         id: &str,
         fence: i64,
         tokens: &RefreshedTokens,
+        audit: &[AuditEvent],
     ) -> Result<bool, StoreError>;
     async fn release_refresh_lease(&self, id: &str, fence: i64) -> Result<(), StoreError>;
     /// Marks `needs_reauthorization` only if no token was written since `token_version`
@@ -117,14 +148,44 @@ pub trait Store: Send + Sync + 'static {
         id: &str,
         token_version: i64,
         at: OffsetDateTime,
+        audit: &[AuditEvent],
     ) -> Result<bool, StoreError>;
-    /// Status `revoked`, token material erased (crypto-shred), record kept as a tombstone.
+    /// Status `revoked`, token material erased (crypto-shred), record kept as a tombstone;
+    /// with `retry`, the failed provider revocation is queued in the same transaction.
     async fn revoke_connection(
         &self,
         id: &str,
         outcome: RevocationOutcome,
         at: OffsetDateTime,
+        retry: Option<&RevocationRetry>,
+        audit: &[AuditEvent],
     ) -> Result<bool, StoreError>;
+
+    // Revocation retries.
+    async fn due_revocation_retries(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<RevocationRetry>, StoreError>;
+    async fn reschedule_revocation_retry(
+        &self,
+        id: &str,
+        attempts: i64,
+        next_attempt_at: OffsetDateTime,
+        last_error: &str,
+    ) -> Result<(), StoreError>;
+    /// Deletes the retry (and with it the last copy of the tokens).
+    async fn finish_revocation_retry(
+        &self,
+        id: &str,
+        audit: &[AuditEvent],
+    ) -> Result<bool, StoreError>;
+
+    // The audit chain.
+    /// Appends events in one transaction (the group commit of token events).
+    async fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError>;
+    /// Records with `seq > after_seq`, in order.
+    async fn list_audit(&self, after_seq: i64, limit: u32) -> Result<Vec<AuditRecord>, StoreError>;
 
     // Vault rotation.
     async fn list_sealed_values(&self) -> Result<Vec<SealedValue>, StoreError>;

@@ -10,6 +10,7 @@
 //!   token is returned, otherwise `provider_unavailable`.
 //! * R4: new tokens are committed before any caller sees them.
 
+use crate::audit::AuditEvent;
 use crate::broker::Broker;
 use crate::error::CoreError;
 use crate::model::{Connection, ConnectionKey, ConnectionStatus, SealedTokens};
@@ -41,6 +42,8 @@ pub struct TokenRequest {
     pub integration: String,
     pub user_id: String,
     pub organization_id: Option<String>,
+    /// Who asks, for the audit log (`key:<api key id>`).
+    pub actor: String,
 }
 
 #[derive(Clone)]
@@ -53,6 +56,7 @@ struct CachedToken {
     last_used_written: OffsetDateTime,
     /// The connection's `token_version` this token came with.
     version: i64,
+    account_id: Option<String>,
     /// When to refresh ahead of expiry: the refresh-ahead window, but never more than
     /// half the token's lifetime, so short-lived tokens are not refreshed on every call.
     refresh_at: Option<OffsetDateTime>,
@@ -132,8 +136,13 @@ impl Broker {
         self.stats.token_calls.fetch_add(1, Ordering::Relaxed);
         let integration = match self.integration(&req.integration).await {
             Ok(i) => i,
-            Err(CoreError::Invalid { code: "unknown_integration", .. }) => {
-                return Err(CoreError::NotInstalled { integration: req.integration.clone() })
+            Err(CoreError::Invalid {
+                code: "unknown_integration",
+                ..
+            }) => {
+                return Err(CoreError::NotInstalled {
+                    integration: req.integration.clone(),
+                })
             }
             Err(e) => return Err(e),
         };
@@ -147,14 +156,18 @@ impl Broker {
         let now = self.clock.now();
         if let Some(c) = self.cache.get(&key) {
             if is_fresh(&c, now) {
-                self.note_use(&key, &c.connection_id, c.last_used_written, now).await;
-                return Ok(self.answer(&c, &configured));
+                self.note_use(&key, &c.connection_id, c.last_used_written, now)
+                    .await;
+                return self.hand_out(req, &c, &configured).await;
             }
             // Known but due: queue for the refresh without another lookup, so a storm
             // of callers costs one database read, not one each.
-            let cached = self.refresh_queued(&key, &c.connection_id, c.version).await?;
-            self.note_use(&key, &cached.connection_id, cached.last_used_written, now).await;
-            return Ok(self.answer(&cached, &configured));
+            let cached = self
+                .refresh_queued(&key, &c.connection_id, c.version, &req.actor)
+                .await?;
+            self.note_use(&key, &cached.connection_id, cached.last_used_written, now)
+                .await;
+            return self.hand_out(req, &cached, &configured).await;
         }
         let conn =
             self.store
@@ -163,10 +176,10 @@ impl Broker {
                 .ok_or_else(|| CoreError::NotInstalled {
                     integration: req.integration.clone(),
                 })?;
-        let cached = self.usable_or_refresh(&key, conn).await?;
+        let cached = self.usable_or_refresh(&key, conn, &req.actor).await?;
         self.note_use(&key, &cached.connection_id, cached.last_used_written, now)
             .await;
-        Ok(self.answer(&cached, &configured))
+        self.hand_out(req, &cached, &configured).await
     }
 
     fn configured_scopes(&self, integration: &crate::model::Integration) -> Vec<String> {
@@ -178,6 +191,28 @@ impl Broker {
         } else {
             integration.scopes.clone()
         }
+    }
+
+    /// Every token handed out is audited first, through the group commit: no audit, no
+    /// token.
+    async fn hand_out(
+        &self,
+        req: &TokenRequest,
+        c: &CachedToken,
+        configured: &[String],
+    ) -> Result<IssuedToken, CoreError> {
+        let mut event = AuditEvent::new(self.clock.now(), "token.issued", &req.actor)
+            .application(&req.application_id)
+            .user(&req.user_id)
+            .integration(&req.integration)
+            .details(serde_json::json!({
+                "organization_id": req.organization_id,
+                "provider_account": c.account_id,
+                "expires_at": c.expires_at.map(crate::clock::rfc3339),
+            }));
+        event.connection_id = Some(c.connection_id.clone());
+        self.record(event).await?;
+        Ok(self.answer(c, configured))
     }
 
     fn answer(&self, c: &CachedToken, configured: &[String]) -> IssuedToken {
@@ -268,6 +303,7 @@ impl Broker {
                 expires_at: tokens.expires_at,
                 scopes: conn.scopes.clone(),
                 last_used_written: last,
+                account_id: conn.account_id.clone(),
                 version: conn.token_version,
                 refresh_at: self.refresh_at(tokens.expires_at, conn.updated_at),
             },
@@ -292,6 +328,7 @@ impl Broker {
         &self,
         key: &ConnectionKey,
         conn: Connection,
+        actor: &str,
     ) -> Result<CachedToken, CoreError> {
         self.check_status(&conn)?;
         let (cached, _) = self.open_cached(&conn)?;
@@ -299,16 +336,23 @@ impl Broker {
             self.cache.put(key.clone(), cached.clone());
             return Ok(cached);
         }
-        self.refresh_queued(key, &conn.id, cached.version).await
+        self.refresh_queued(key, &conn.id, cached.version, actor)
+            .await
     }
 
     /// Waits for this connection's flight lock, then refreshes unless someone else
     /// already did.
-    async fn refresh_queued(&self, key: &ConnectionKey, id: &str, seen: i64) -> Result<CachedToken, CoreError> {
+    async fn refresh_queued(
+        &self,
+        key: &ConnectionKey,
+        id: &str,
+        seen: i64,
+        actor: &str,
+    ) -> Result<CachedToken, CoreError> {
         let lock = self.flight(id);
         let result = {
             let _guard = lock.lock().await;
-            self.refresh_locked(key, id, seen).await
+            self.refresh_locked(key, id, seen, actor).await
         };
         self.drop_flight(id, &lock);
         result
@@ -322,6 +366,7 @@ impl Broker {
         key: &ConnectionKey,
         id: &str,
         seen: i64,
+        actor: &str,
     ) -> Result<CachedToken, CoreError> {
         // Someone in this process may have refreshed while we waited.
         if let Some(c) = self.cache.get(key) {
@@ -363,7 +408,7 @@ impl Broker {
                             integration: key.integration.clone(),
                         }
                     })?;
-                    let result = self.refresh_with_lease(key, conn, fence).await;
+                    let result = self.refresh_with_lease(key, conn, fence, actor).await;
                     if result.is_err() {
                         let _ = self.store.release_refresh_lease(id, fence).await;
                     }
@@ -392,6 +437,7 @@ impl Broker {
         key: &ConnectionKey,
         conn: Connection,
         fence: i64,
+        actor: &str,
     ) -> Result<CachedToken, CoreError> {
         self.check_status(&conn)?;
         let (current, refresh_token) = self.open_cached(&conn)?;
@@ -403,7 +449,7 @@ impl Broker {
         let integration = self.integration(&conn.integration).await?;
         let Some(refresh_token) = refresh_token else {
             // Expired and nothing to refresh with: only the user can fix this.
-            return self.dead_grant(&conn, "no_refresh_token").await;
+            return self.dead_grant(&conn, "no_refresh_token", actor).await;
         };
         match self.call_refresh(&integration, &refresh_token).await? {
             RefreshOutcome::Tokens(set) => {
@@ -421,6 +467,12 @@ impl Broker {
                             scopes: scopes.clone(),
                             refreshed_at: now,
                         },
+                        &[AuditEvent::new(now, "connection.refreshed", actor)
+                            .connection(&conn)
+                            .details(serde_json::json!({
+                                "expires_at": sealed.expires_at.map(crate::clock::rfc3339),
+                                "refresh_token_rotated": set.refresh_token.is_some(),
+                            }))],
                     )
                     .await?;
                 if !written {
@@ -446,6 +498,7 @@ impl Broker {
                     expires_at: sealed.expires_at,
                     scopes,
                     last_used_written: current.last_used_written,
+                    account_id: conn.account_id.clone(),
                     version: conn.token_version + 1,
                     refresh_at: self.refresh_at(sealed.expires_at, now),
                 };
@@ -464,7 +517,7 @@ impl Broker {
                         return Ok(c);
                     }
                 }
-                self.dead_grant(&conn, &code).await
+                self.dead_grant(&conn, &code, actor).await
             }
             RefreshOutcome::Transient(detail, retry_after) => {
                 self.stats.refresh_failures.fetch_add(1, Ordering::Relaxed);
@@ -493,11 +546,25 @@ impl Broker {
         }
     }
 
-    async fn dead_grant(&self, conn: &Connection, code: &str) -> Result<CachedToken, CoreError> {
+    async fn dead_grant(
+        &self,
+        conn: &Connection,
+        code: &str,
+        actor: &str,
+    ) -> Result<CachedToken, CoreError> {
         let now = self.clock.now();
         let marked = self
             .store
-            .mark_needs_reauthorization(&conn.id, conn.token_version, now)
+            .mark_needs_reauthorization(
+                &conn.id,
+                conn.token_version,
+                now,
+                &[
+                    AuditEvent::new(now, "connection.needs_reauthorization", actor)
+                        .connection(conn)
+                        .details(serde_json::json!({"error": code, "provider": conn.provider})),
+                ],
+            )
             .await?;
         self.cache.forget_connection(&conn.id);
         if marked {

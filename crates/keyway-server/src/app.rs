@@ -136,6 +136,7 @@ pub async fn build(opts: StartOptions) -> Result<Built, StartError> {
         // Keep an existing sandbox integration's secret in step with this process.
         let _ = broker
             .update_integration(
+                "system:sandbox",
                 "sandbox",
                 keyway_core::admin::IntegrationPatch {
                     client_secret: Some(sandbox_secret.clone()),
@@ -157,8 +158,21 @@ pub async fn build(opts: StartOptions) -> Result<Built, StartError> {
     })
 }
 
-/// Background housekeeping: drops expired sessions and states.
+/// Background housekeeping: retries failed provider revocations every minute and drops
+/// expired sessions and states every five.
 pub fn spawn_housekeeping(broker: Arc<Broker>) -> tokio::task::JoinHandle<()> {
+    let retries = broker.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            match retries.retry_revocations().await {
+                Ok(n) if n > 0 => tracing::info!(tried = n, "retried provider revocations"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "revocation retries failed"),
+            }
+        }
+    });
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(300));
         loop {

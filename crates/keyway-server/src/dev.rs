@@ -18,6 +18,7 @@ pub struct DevBootstrap {
 }
 
 pub const DEMO_USER: &str = "demo";
+const DEV_ACTOR: &str = "system:dev";
 
 pub async fn bootstrap(
     broker: &Broker,
@@ -28,15 +29,18 @@ pub async fn bootstrap(
         Some(app) => (app, None, None),
         None => {
             let app = broker
-                .create_application(NewApplication {
-                    name: "Demo application".into(),
-                    allowed_origins: vec![broker.settings.public_url.clone()],
-                    ..Default::default()
-                })
+                .create_application(
+                    DEV_ACTOR,
+                    NewApplication {
+                        name: "Demo application".into(),
+                        allowed_origins: vec![broker.settings.public_url.clone()],
+                        ..Default::default()
+                    },
+                )
                 .await?;
-            let (_, admin) = broker.create_api_key(None, "dev admin").await?;
+            let (_, admin) = broker.create_api_key(DEV_ACTOR, None, "dev admin").await?;
             let (_, appkey) = broker
-                .create_api_key(Some(&app.id), "dev application")
+                .create_api_key(DEV_ACTOR, Some(&app.id), "dev application")
                 .await?;
             (app, Some(admin), Some(appkey))
         }
@@ -44,14 +48,17 @@ pub async fn bootstrap(
     match broker.store.get_integration("sandbox").await? {
         None => {
             broker
-                .create_integration(NewIntegration {
-                    slug: "sandbox".into(),
-                    provider: "sandbox".into(),
-                    client_id: CLIENT_ID.into(),
-                    client_secret: Some(sandbox_secret.clone()),
-                    scopes: vec!["profile".into(), "notes:read".into()],
-                    settings: Default::default(),
-                })
+                .create_integration(
+                    DEV_ACTOR,
+                    NewIntegration {
+                        slug: "sandbox".into(),
+                        provider: "sandbox".into(),
+                        client_id: CLIENT_ID.into(),
+                        client_secret: Some(sandbox_secret.clone()),
+                        scopes: vec!["profile".into(), "notes:read".into()],
+                        settings: Default::default(),
+                    },
+                )
                 .await?;
         }
         Some(_) => {
@@ -59,6 +66,7 @@ pub async fn bootstrap(
             // start; keep the integration in step.
             broker
                 .update_integration(
+                    DEV_ACTOR,
                     "sandbox",
                     IntegrationPatch {
                         client_secret: Some(sandbox_secret.clone()),

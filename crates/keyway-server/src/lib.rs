@@ -117,6 +117,10 @@ pub fn router_with(state: AppState, extra: Option<Router<AppState>>) -> Router {
                 .patch(api::connections::patch)
                 .delete(api::connections::delete),
         )
+        .route("/inventory", get(api::governance::inventory))
+        .route("/users/{user_id}/offboard", post(api::governance::offboard))
+        .route("/audit", get(api::governance::audit))
+        .route("/audit/verify", post(api::governance::verify))
         .fallback(ops::not_found);
     let mut app = Router::new()
         .nest("/v1", v1)

@@ -4,8 +4,13 @@
 use keyway_core::StoreError;
 use sqlx::SqlitePool;
 
-pub(crate) const SQLITE: &[(i64, &str)] =
-    &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+pub(crate) const SQLITE: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/sqlite/0001_init.sql")),
+    (
+        2,
+        include_str!("../migrations/sqlite/0002_audit_and_retries.sql"),
+    ),
+];
 
 pub(crate) async fn run_sqlite(pool: &SqlitePool) -> Result<u32, StoreError> {
     let err = |e: sqlx::Error| StoreError::Other(format!("migration: {e}"));

@@ -183,3 +183,37 @@ pub(crate) fn connection(row: &SqliteRow) -> Result<Connection, StoreError> {
         revocation: os(row, "revocation")?.and_then(|r| RevocationOutcome::parse(&r)),
     })
 }
+
+pub(crate) fn audit(row: &SqliteRow) -> Result<keyway_core::audit::AuditRecord, StoreError> {
+    Ok(keyway_core::audit::AuditRecord {
+        seq: row.try_get("seq").map_err(db_err)?,
+        event: keyway_core::audit::AuditEvent {
+            at: t(row, "at")?,
+            action: s(row, "action")?,
+            actor: s(row, "actor")?,
+            application_id: os(row, "application_id")?,
+            user_id: os(row, "user_id")?,
+            connection_id: os(row, "connection_id")?,
+            integration: os(row, "integration")?,
+            details: s(row, "details")?,
+        },
+        prev_hash: s(row, "prev_hash")?,
+        hash: s(row, "hash")?,
+    })
+}
+
+pub(crate) fn retry(row: &SqliteRow) -> Result<RevocationRetry, StoreError> {
+    Ok(RevocationRetry {
+        id: s(row, "id")?,
+        connection_id: s(row, "connection_id")?,
+        application_id: s(row, "application_id")?,
+        user_id: s(row, "user_id")?,
+        integration: s(row, "integration")?,
+        access_token_sealed: s(row, "access_token")?,
+        refresh_token_sealed: os(row, "refresh_token")?,
+        attempts: row.try_get("attempts").map_err(db_err)?,
+        next_attempt_at: t(row, "next_attempt_at")?,
+        last_error: os(row, "last_error")?,
+        created_at: t(row, "created_at")?,
+    })
+}

@@ -1,12 +1,17 @@
 //! The SQLite store.
+//!
+//! Writes that record audit events run in `BEGIN IMMEDIATE` transactions: the write lock is
+//! taken up front, so reading the chain head and appending to it cannot interleave with
+//! another writer, in this process or another one on the same file.
 
 use crate::rows::{self, db_err, json, ms};
 use async_trait::async_trait;
+use keyway_core::audit::{chain_hash, AuditEvent, AuditRecord, GENESIS};
 use keyway_core::model::*;
 use keyway_core::store::{RefreshedTokens, SealedValue, Store};
 use keyway_core::StoreError;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::SqlitePool;
+use sqlx::{SqliteConnection, SqlitePool};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -24,31 +29,81 @@ const SEALED: &[(&str, &str, &str)] = &[
     ("connections", "id", "access_token"),
     ("connections", "id", "refresh_token"),
     ("pending_authorizations", "state_hash", "pkce_verifier"),
+    ("revocation_retries", "id", "access_token"),
+    ("revocation_retries", "id", "refresh_token"),
 ];
+
+/// Appends events to the chain inside the caller's transaction. Hashes are computed
+/// here; rows go in as multi-row INSERTs, since per-statement overhead, not the commit,
+/// bounds a group commit's throughput.
+async fn append(conn: &mut SqliteConnection, events: &[AuditEvent]) -> Result<(), sqlx::Error> {
+    const ROWS_PER_STATEMENT: usize = 200;
+    if events.is_empty() {
+        return Ok(());
+    }
+    let head: Option<(i64, String)> =
+        sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *conn)
+            .await?;
+    let (mut seq, mut prev) = head.unwrap_or((0, GENESIS.to_string()));
+    let mut rows = Vec::with_capacity(events.len());
+    for e in events {
+        seq += 1;
+        let hash = chain_hash(&prev, seq, e);
+        rows.push((seq, e, std::mem::replace(&mut prev, hash.clone()), hash));
+    }
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut sql = String::from(
+            "INSERT INTO audit_events (seq, at, action, actor, application_id, user_id, connection_id, integration, details, prev_hash, hash) VALUES ",
+        );
+        sql.push_str(&vec!["(?,?,?,?,?,?,?,?,?,?,?)"; chunk.len()].join(","));
+        let mut q = sqlx::query(&sql);
+        for (seq, e, prev_hash, hash) in chunk {
+            q = q
+                .bind(*seq)
+                .bind(ms(e.at))
+                .bind(&e.action)
+                .bind(&e.actor)
+                .bind(&e.application_id)
+                .bind(&e.user_id)
+                .bind(&e.connection_id)
+                .bind(&e.integration)
+                .bind(&e.details)
+                .bind(prev_hash)
+                .bind(hash);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
 
 impl SqliteStore {
     /// Opens (creating if needed) `keyway.db` in `data_dir` and applies migrations.
     pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|e| {
-            StoreError::Other(format!(
-                "cannot create data dir {}: {e}",
-                data_dir.display()
-            ))
-        })?;
+        if !data_dir.exists() {
+            std::fs::create_dir_all(data_dir).map_err(|e| {
+                StoreError::Other(format!(
+                    "cannot create data dir {}: {e}",
+                    data_dir.display()
+                ))
+            })?;
+            // The database holds sealed tokens and key hashes: owner only.
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700));
+            }
+        }
         let opts = SqliteConnectOptions::new()
             .filename(data_dir.join("keyway.db"))
             .create_if_missing(true);
-        Self::connect(opts).await
+        Self::connect_with(opts, 8).await
     }
 
     /// An in-memory database, for unit tests.
     pub async fn in_memory() -> Result<Self, StoreError> {
         let opts = SqliteConnectOptions::from_str("sqlite::memory:").map_err(db_err)?;
         Self::connect_with(opts, 1).await
-    }
-
-    async fn connect(opts: SqliteConnectOptions) -> Result<Self, StoreError> {
-        Self::connect_with(opts, 8).await
     }
 
     async fn connect_with(opts: SqliteConnectOptions, max: u32) -> Result<Self, StoreError> {
@@ -74,6 +129,28 @@ impl SqliteStore {
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)
+    }
+
+    /// Runs one statement and, if it changed a row, appends `audit`, all in one transaction.
+    async fn write_audited<'q>(
+        &self,
+        q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+        audit: &[AuditEvent],
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let changed = q.execute(&mut *tx).await.map_err(db_err)?.rows_affected() > 0;
+        if changed {
+            append(&mut tx, audit).await.map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(changed)
+    }
 }
 
 #[async_trait]
@@ -86,8 +163,12 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn insert_application(&self, a: &Application) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO applications (id, name, return_urls, allowed_origins, allowed_integrations, agent_session_max_secs, agent_session_default_secs, login_url, created_at) VALUES (?,?,?,?,?,?,?,?,?)")
+    async fn insert_application(
+        &self,
+        a: &Application,
+        audit: &[AuditEvent],
+    ) -> Result<(), StoreError> {
+        let q = sqlx::query("INSERT INTO applications (id, name, return_urls, allowed_origins, allowed_integrations, agent_session_max_secs, agent_session_default_secs, login_url, created_at) VALUES (?,?,?,?,?,?,?,?,?)")
             .bind(&a.id)
             .bind(&a.name)
             .bind(json(&a.return_urls))
@@ -96,11 +177,8 @@ impl Store for SqliteStore {
             .bind(a.agent_session_max_secs)
             .bind(a.agent_session_default_secs)
             .bind(&a.login_url)
-            .bind(ms(a.created_at))
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
-        Ok(())
+            .bind(ms(a.created_at));
+        self.write_audited(q, audit).await.map(|_| ())
     }
 
     async fn get_application(&self, id: &str) -> Result<Option<Application>, StoreError> {
@@ -120,19 +198,20 @@ impl Store for SqliteStore {
         rows.iter().map(rows::application).collect()
     }
 
-    async fn insert_api_key(&self, k: &ApiKeyRecord) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO api_keys (id, application_id, name, hash, prefix, created_at, revoked_at) VALUES (?,?,?,?,?,?,?)")
+    async fn insert_api_key(
+        &self,
+        k: &ApiKeyRecord,
+        audit: &[AuditEvent],
+    ) -> Result<(), StoreError> {
+        let q = sqlx::query("INSERT INTO api_keys (id, application_id, name, hash, prefix, created_at, revoked_at) VALUES (?,?,?,?,?,?,?)")
             .bind(&k.id)
             .bind(&k.application_id)
             .bind(&k.name)
             .bind(&k.hash)
             .bind(&k.prefix)
             .bind(ms(k.created_at))
-            .bind(k.revoked_at.map(ms))
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
-        Ok(())
+            .bind(k.revoked_at.map(ms));
+        self.write_audited(q, audit).await.map(|_| ())
     }
 
     async fn find_api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
@@ -167,19 +246,25 @@ impl Store for SqliteStore {
         rows.iter().map(rows::api_key).collect()
     }
 
-    async fn revoke_api_key(&self, id: &str, at: OffsetDateTime) -> Result<bool, StoreError> {
-        let r =
+    async fn revoke_api_key(
+        &self,
+        id: &str,
+        at: OffsetDateTime,
+        audit: &[AuditEvent],
+    ) -> Result<bool, StoreError> {
+        let q =
             sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
                 .bind(ms(at))
-                .bind(id)
-                .execute(&self.pool)
-                .await
-                .map_err(db_err)?;
-        Ok(r.rows_affected() == 1)
+                .bind(id);
+        self.write_audited(q, audit).await
     }
 
-    async fn insert_integration(&self, i: &Integration) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO integrations (slug, provider, client_id, client_secret, scopes, settings, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?)")
+    async fn insert_integration(
+        &self,
+        i: &Integration,
+        audit: &[AuditEvent],
+    ) -> Result<(), StoreError> {
+        let q = sqlx::query("INSERT INTO integrations (slug, provider, client_id, client_secret, scopes, settings, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?)")
             .bind(&i.slug)
             .bind(&i.provider)
             .bind(&i.client_id)
@@ -187,11 +272,8 @@ impl Store for SqliteStore {
             .bind(json(&i.scopes))
             .bind(json(&i.settings))
             .bind(ms(i.created_at))
-            .bind(ms(i.updated_at))
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
-        Ok(())
+            .bind(ms(i.updated_at));
+        self.write_audited(q, audit).await.map(|_| ())
     }
 
     async fn get_integration(&self, slug: &str) -> Result<Option<Integration>, StoreError> {
@@ -211,18 +293,19 @@ impl Store for SqliteStore {
         rows.iter().map(rows::integration).collect()
     }
 
-    async fn update_integration(&self, i: &Integration) -> Result<bool, StoreError> {
-        let r = sqlx::query("UPDATE integrations SET client_id = ?, client_secret = ?, scopes = ?, settings = ?, updated_at = ? WHERE slug = ?")
+    async fn update_integration(
+        &self,
+        i: &Integration,
+        audit: &[AuditEvent],
+    ) -> Result<bool, StoreError> {
+        let q = sqlx::query("UPDATE integrations SET client_id = ?, client_secret = ?, scopes = ?, settings = ?, updated_at = ? WHERE slug = ?")
             .bind(&i.client_id)
             .bind(&i.client_secret_sealed)
             .bind(json(&i.scopes))
             .bind(json(&i.settings))
             .bind(ms(i.updated_at))
-            .bind(&i.slug)
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
-        Ok(r.rows_affected() == 1)
+            .bind(&i.slug);
+        self.write_audited(q, audit).await
     }
 
     async fn insert_connect_session(&self, c: &ConnectSession) -> Result<(), StoreError> {
@@ -321,7 +404,7 @@ impl Store for SqliteStore {
     }
 
     async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let mut tx = self.begin().await?;
         let mut n = 0;
         for table in [
             "connect_sessions",
@@ -395,9 +478,9 @@ impl Store for SqliteStore {
         rows.iter().map(rows::connection).collect()
     }
 
-    async fn save_grant(&self, c: &Connection) -> Result<(), StoreError> {
+    async fn save_grant(&self, c: &Connection, audit: &[AuditEvent]) -> Result<(), StoreError> {
         let t = c.tokens.as_ref();
-        sqlx::query(
+        let q = sqlx::query(
             "INSERT INTO connections (id, application_id, user_id, organization_id, org_key, integration, provider, status, scopes, account_id, account_name, metadata, owner, purpose, label, access_token, refresh_token, token_type, expires_at, token_version, created_at, updated_at, last_used_at, last_refreshed_at, last_validated_at)
              VALUES (?,?,?,?,?,?,?,'active',?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
              ON CONFLICT(id) DO UPDATE SET status = 'active', scopes = excluded.scopes, account_id = excluded.account_id,
@@ -430,11 +513,8 @@ impl Store for SqliteStore {
         .bind(ms(c.updated_at))
         .bind(c.last_used_at.map(ms))
         .bind(c.last_refreshed_at.map(ms))
-        .bind(c.last_validated_at.map(ms))
-        .execute(&self.pool)
-        .await
-        .map_err(db_err)?;
-        Ok(())
+        .bind(c.last_validated_at.map(ms));
+        self.write_audited(q, audit).await.map(|_| ())
     }
 
     async fn update_connection_details(
@@ -444,9 +524,10 @@ impl Store for SqliteStore {
         purpose: Option<Option<String>>,
         label: Option<Option<String>>,
         at: OffsetDateTime,
+        audit: &[AuditEvent],
     ) -> Result<bool, StoreError> {
         // Each field: the CASE keeps the old value when the patch does not name it.
-        let r = sqlx::query(
+        let q = sqlx::query(
             "UPDATE connections SET
                owner = CASE WHEN ? THEN ? ELSE owner END,
                purpose = CASE WHEN ? THEN ? ELSE purpose END,
@@ -460,11 +541,8 @@ impl Store for SqliteStore {
         .bind(label.is_some())
         .bind(label.flatten())
         .bind(ms(at))
-        .bind(id)
-        .execute(&self.pool)
-        .await
-        .map_err(db_err)?;
-        Ok(r.rows_affected() == 1)
+        .bind(id);
+        self.write_audited(q, audit).await
     }
 
     async fn touch_last_used(&self, id: &str, at: OffsetDateTime) -> Result<(), StoreError> {
@@ -503,8 +581,9 @@ impl Store for SqliteStore {
         id: &str,
         fence: i64,
         r: &RefreshedTokens,
+        audit: &[AuditEvent],
     ) -> Result<bool, StoreError> {
-        let res = sqlx::query(
+        let q = sqlx::query(
             "UPDATE connections SET access_token = ?, refresh_token = ?, token_type = ?, expires_at = ?, scopes = ?,
                token_version = token_version + 1, last_refreshed_at = ?, updated_at = ?, lease_holder = NULL, lease_until = NULL
              WHERE id = ? AND lease_fence = ? AND status = 'active'",
@@ -517,11 +596,8 @@ impl Store for SqliteStore {
         .bind(ms(r.refreshed_at))
         .bind(ms(r.refreshed_at))
         .bind(id)
-        .bind(fence)
-        .execute(&self.pool)
-        .await
-        .map_err(db_err)?;
-        Ok(res.rows_affected() == 1)
+        .bind(fence);
+        self.write_audited(q, audit).await
     }
 
     async fn release_refresh_lease(&self, id: &str, fence: i64) -> Result<(), StoreError> {
@@ -539,18 +615,16 @@ impl Store for SqliteStore {
         id: &str,
         token_version: i64,
         at: OffsetDateTime,
+        audit: &[AuditEvent],
     ) -> Result<bool, StoreError> {
-        let r = sqlx::query(
+        let q = sqlx::query(
             "UPDATE connections SET status = 'needs_reauthorization', updated_at = ?, lease_holder = NULL, lease_until = NULL
              WHERE id = ? AND token_version = ? AND status = 'active'",
         )
         .bind(ms(at))
         .bind(id)
-        .bind(token_version)
-        .execute(&self.pool)
-        .await
-        .map_err(db_err)?;
-        Ok(r.rows_affected() == 1)
+        .bind(token_version);
+        self.write_audited(q, audit).await
     }
 
     async fn revoke_connection(
@@ -558,8 +632,11 @@ impl Store for SqliteStore {
         id: &str,
         outcome: RevocationOutcome,
         at: OffsetDateTime,
+        retry: Option<&RevocationRetry>,
+        audit: &[AuditEvent],
     ) -> Result<bool, StoreError> {
-        let r = sqlx::query(
+        let mut tx = self.begin().await?;
+        let changed = sqlx::query(
             "UPDATE connections SET status = 'revoked', access_token = NULL, refresh_token = NULL, expires_at = NULL,
                revocation = ?, revoked_at = ?, updated_at = ?, token_version = token_version + 1,
                lease_fence = lease_fence + 1, lease_holder = NULL, lease_until = NULL
@@ -569,10 +646,90 @@ impl Store for SqliteStore {
         .bind(ms(at))
         .bind(ms(at))
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
-        .map_err(db_err)?;
-        Ok(r.rows_affected() == 1)
+        .map_err(db_err)?
+        .rows_affected()
+            == 1;
+        if changed {
+            if let Some(r) = retry {
+                sqlx::query("INSERT INTO revocation_retries (id, connection_id, application_id, user_id, integration, access_token, refresh_token, attempts, next_attempt_at, last_error, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)")
+                    .bind(&r.id)
+                    .bind(&r.connection_id)
+                    .bind(&r.application_id)
+                    .bind(&r.user_id)
+                    .bind(&r.integration)
+                    .bind(&r.access_token_sealed)
+                    .bind(&r.refresh_token_sealed)
+                    .bind(r.attempts)
+                    .bind(ms(r.next_attempt_at))
+                    .bind(&r.last_error)
+                    .bind(ms(r.created_at))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+            }
+            append(&mut tx, audit).await.map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(changed)
+    }
+
+    async fn due_revocation_retries(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<RevocationRetry>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM revocation_retries WHERE next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?")
+            .bind(ms(now))
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(rows::retry).collect()
+    }
+
+    async fn reschedule_revocation_retry(
+        &self,
+        id: &str,
+        attempts: i64,
+        next_attempt_at: OffsetDateTime,
+        last_error: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE revocation_retries SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ?")
+            .bind(attempts)
+            .bind(ms(next_attempt_at))
+            .bind(last_error)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn finish_revocation_retry(
+        &self,
+        id: &str,
+        audit: &[AuditEvent],
+    ) -> Result<bool, StoreError> {
+        let q = sqlx::query("DELETE FROM revocation_retries WHERE id = ?").bind(id);
+        self.write_audited(q, audit).await
+    }
+
+    async fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        append(&mut tx, events).await.map_err(db_err)?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn list_audit(&self, after_seq: i64, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?")
+            .bind(after_seq)
+            .bind(limit.max(1) as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(rows::audit).collect()
     }
 
     async fn list_sealed_values(&self) -> Result<Vec<SealedValue>, StoreError> {

@@ -53,17 +53,20 @@ fn conn(id: &str, user: &str) -> Connection {
 
 async fn store_with_app() -> SqliteStore {
     let s = SqliteStore::in_memory().await.expect("store");
-    s.insert_application(&Application {
-        id: "app_1".into(),
-        name: "A".into(),
-        return_urls: vec![],
-        allowed_origins: vec![],
-        allowed_integrations: None,
-        agent_session_max_secs: 3600,
-        agent_session_default_secs: 600,
-        login_url: None,
-        created_at: t0(),
-    })
+    s.insert_application(
+        &Application {
+            id: "app_1".into(),
+            name: "A".into(),
+            return_urls: vec![],
+            allowed_origins: vec![],
+            allowed_integrations: None,
+            agent_session_max_secs: 3600,
+            agent_session_default_secs: 600,
+            login_url: None,
+            created_at: t0(),
+        },
+        &[],
+    )
     .await
     .expect("app");
     s
@@ -85,7 +88,7 @@ fn refreshed(access: &str) -> RefreshedTokens {
 #[tokio::test]
 async fn a_lost_lease_cannot_overwrite_newer_tokens() {
     let s = store_with_app().await;
-    s.save_grant(&conn("c1", "u")).await.expect("save");
+    s.save_grant(&conn("c1", "u"), &[]).await.expect("save");
     let f1 = s
         .acquire_refresh_lease("c1", "p1", t0(), t0() + Duration::seconds(30))
         .await
@@ -112,11 +115,11 @@ async fn a_lost_lease_cannot_overwrite_newer_tokens() {
         .expect("lease");
     assert!(f2 > f1);
     assert!(s
-        .write_refreshed_tokens("c1", f2, &refreshed("new"))
+        .write_refreshed_tokens("c1", f2, &refreshed("new"), &[])
         .await
         .expect("w"));
     assert!(
-        !s.write_refreshed_tokens("c1", f1, &refreshed("stale"))
+        !s.write_refreshed_tokens("c1", f1, &refreshed("stale"), &[])
             .await
             .expect("w"),
         "fenced out"
@@ -130,15 +133,15 @@ async fn a_lost_lease_cannot_overwrite_newer_tokens() {
 #[tokio::test]
 async fn dead_grant_marking_respects_the_token_version() {
     let s = store_with_app().await;
-    s.save_grant(&conn("c1", "u")).await.expect("save");
+    s.save_grant(&conn("c1", "u"), &[]).await.expect("save");
     assert!(
-        !s.mark_needs_reauthorization("c1", 0, t0())
+        !s.mark_needs_reauthorization("c1", 0, t0(), &[])
             .await
             .expect("q"),
         "version moved on: a race, not dead"
     );
     assert!(s
-        .mark_needs_reauthorization("c1", 1, t0())
+        .mark_needs_reauthorization("c1", 1, t0(), &[])
         .await
         .expect("q"));
     assert_eq!(
@@ -161,17 +164,17 @@ async fn dead_grant_marking_respects_the_token_version() {
 #[tokio::test]
 async fn one_live_connection_per_key_and_tombstones_stay() {
     let s = store_with_app().await;
-    s.save_grant(&conn("c1", "u")).await.expect("save");
+    s.save_grant(&conn("c1", "u"), &[]).await.expect("save");
     assert!(matches!(
-        s.save_grant(&conn("c2", "u")).await,
+        s.save_grant(&conn("c2", "u"), &[]).await,
         Err(StoreError::Conflict(_))
     ));
     assert!(s
-        .revoke_connection("c1", RevocationOutcome::Confirmed, t0())
+        .revoke_connection("c1", RevocationOutcome::Confirmed, t0(), None, &[])
         .await
         .expect("q"));
     assert!(!s
-        .revoke_connection("c1", RevocationOutcome::Confirmed, t0())
+        .revoke_connection("c1", RevocationOutcome::Confirmed, t0(), None, &[])
         .await
         .expect("q"));
     let tomb = s.get_connection("c1").await.expect("q").expect("row");
@@ -183,7 +186,7 @@ async fn one_live_connection_per_key_and_tombstones_stay() {
             Some(RevocationOutcome::Confirmed)
         )
     );
-    s.save_grant(&conn("c2", "u"))
+    s.save_grant(&conn("c2", "u"), &[])
         .await
         .expect("a new connection beside the tombstone");
     let key = ConnectionKey {
@@ -234,7 +237,7 @@ async fn pending_authorizations_are_single_use_and_purged() {
 #[tokio::test]
 async fn sealed_values_swap_only_if_unchanged() {
     let s = store_with_app().await;
-    s.save_grant(&conn("c1", "u")).await.expect("save");
+    s.save_grant(&conn("c1", "u"), &[]).await.expect("save");
     let vals = s.list_sealed_values().await.expect("list");
     let access = vals
         .iter()
@@ -278,7 +281,7 @@ impl HttpClient for RaceProvider {
             expires_at: Some(t0() + Duration::hours(5)),
         });
         self.store
-            .save_grant(&c)
+            .save_grant(&c, &[])
             .await
             .map_err(|e| OutboundError::Other(e.to_string()))?;
         Ok(OutboundResponse {
@@ -316,16 +319,19 @@ async fn r2_invalid_grant_after_a_concurrent_write_is_a_race_not_a_dead_grant() 
         settings,
     );
     store
-        .insert_integration(&Integration {
-            slug: "acme".into(),
-            provider: "acme".into(),
-            client_id: "c".into(),
-            client_secret_sealed: None,
-            scopes: vec![],
-            settings: BTreeMap::new(),
-            created_at: t0(),
-            updated_at: t0(),
-        })
+        .insert_integration(
+            &Integration {
+                slug: "acme".into(),
+                provider: "acme".into(),
+                client_id: "c".into(),
+                client_secret_sealed: None,
+                scopes: vec![],
+                settings: BTreeMap::new(),
+                created_at: t0(),
+                updated_at: t0(),
+            },
+            &[],
+        )
         .await
         .expect("integration");
     let mut c = conn("c1", "u");
@@ -338,12 +344,13 @@ async fn r2_invalid_grant_after_a_concurrent_write_is_a_race_not_a_dead_grant() 
         token_type: "bearer".into(),
         expires_at: Some(t0()),
     });
-    store.save_grant(&c).await.expect("save");
+    store.save_grant(&c, &[]).await.expect("save");
     let req = TokenRequest {
         application_id: "app_1".into(),
         integration: "acme".into(),
         user_id: "u".into(),
         organization_id: None,
+        actor: "key:test".into(),
     };
     let t = broker
         .issue_token(&req)
@@ -370,7 +377,7 @@ async fn r2_invalid_grant_after_a_concurrent_write_is_a_race_not_a_dead_grant() 
         token_type: "bearer".into(),
         expires_at: Some(t0()),
     });
-    store.save_grant(&dead).await.expect("save");
+    store.save_grant(&dead, &[]).await.expect("save");
     struct Dead;
     #[async_trait]
     impl HttpClient for Dead {
@@ -403,5 +410,71 @@ async fn r2_invalid_grant_after_a_concurrent_write_is_a_race_not_a_dead_grant() 
             .expect("row")
             .status,
         ConnectionStatus::NeedsReauthorization
+    );
+}
+
+#[tokio::test]
+async fn audit_events_are_written_only_with_their_change() {
+    use keyway_core::audit::{AuditEvent, Verifier};
+    let s = store_with_app().await;
+    let ev = |a: &str| AuditEvent::new(t0(), a, "key:k").details(serde_json::json!({"x": 1}));
+    s.save_grant(&conn("c1", "u"), &[ev("connection.created")])
+        .await
+        .expect("save");
+    let f = s
+        .acquire_refresh_lease("c1", "p", t0(), t0() + Duration::seconds(30))
+        .await
+        .expect("q")
+        .expect("lease");
+    assert!(
+        !s.write_refreshed_tokens("c1", f + 1, &refreshed("x"), &[ev("connection.refreshed")])
+            .await
+            .expect("w"),
+        "fenced out"
+    );
+    assert!(!s
+        .mark_needs_reauthorization("c1", 99, t0(), &[ev("connection.needs_reauthorization")])
+        .await
+        .expect("q"));
+    assert!(s
+        .write_refreshed_tokens("c1", f, &refreshed("y"), &[ev("connection.refreshed")])
+        .await
+        .expect("w"));
+    s.append_audit(&[ev("token.issued"), ev("token.issued")])
+        .await
+        .expect("batch");
+    assert!(matches!(
+        s.save_grant(&conn("c2", "u"), &[ev("connection.created")])
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    let records = s.list_audit(0, 100).await.expect("list");
+    let actions: Vec<&str> = records.iter().map(|r| r.event.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "connection.created",
+            "connection.refreshed",
+            "token.issued",
+            "token.issued"
+        ],
+        "no event without its change"
+    );
+    assert_eq!(
+        records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        [1, 2, 3, 4]
+    );
+    let mut v = Verifier::new(None);
+    for r in &records {
+        assert!(v.feed(r));
+    }
+    assert!(v.finish().valid);
+    assert_eq!(
+        s.list_audit(2, 100)
+            .await
+            .expect("page")
+            .first()
+            .map(|r| r.seq),
+        Some(3)
     );
 }

@@ -78,6 +78,8 @@ pub struct FakeState {
     pub granted_scope: Mutex<Option<String>>,
     pub issuer: Mutex<Option<String>>,
     pub deny_next: Mutex<bool>,
+    /// Answer revocations with HTTP 500.
+    pub fail_revocations: Mutex<bool>,
     pub counters: Counters,
     data: Mutex<Data>,
     base: String,
@@ -117,6 +119,7 @@ impl FakeProvider {
             granted_scope: Mutex::new(None),
             issuer: Mutex::new(None),
             deny_next: Mutex::new(false),
+            fail_revocations: Mutex::new(false),
             counters: Counters {
                 authorize: AtomicU64::new(0),
                 code_exchanges: AtomicU64::new(0),
@@ -281,6 +284,9 @@ instance_url = "instance_url"
     }
     pub fn set_issuer(&self, s: Option<&str>) {
         *self.state.issuer.lock().expect("lock") = s.map(str::to_string);
+    }
+    pub fn set_fail_revocations(&self, fail: bool) {
+        *self.state.fail_revocations.lock().expect("lock") = fail;
     }
     pub fn deny_next(&self) {
         *self.state.deny_next.lock().expect("lock") = true;
@@ -498,6 +504,9 @@ async fn revoke(
     body: axum::body::Bytes,
 ) -> Response {
     s.counters.revocations.fetch_add(1, Ordering::SeqCst);
+    if *s.fail_revocations.lock().expect("lock") {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "revocation is down").into_response();
+    }
     let f: BTreeMap<String, String> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
     let bearer = headers
         .get(header::AUTHORIZATION)

@@ -23,6 +23,8 @@ pub struct RawConfig {
     pub admin_key: Option<String>,
     /// Serve the built-in sandbox provider outside `--dev`.
     pub sandbox: Option<bool>,
+    /// Connections unused for this many days are flagged stale in the inventory (90).
+    pub stale_after_days: Option<i64>,
     pub log_format: Option<String>,
     pub log_level: Option<String>,
     /// Custom providers, same schema as the built-in catalog.
@@ -42,6 +44,7 @@ pub const KNOWN_ENV: &[&str] = &[
     "KEYWAY_PREVIOUS_MASTER_KEYS",
     "KEYWAY_ADMIN_KEY",
     "KEYWAY_SANDBOX",
+    "KEYWAY_STALE_AFTER_DAYS",
     "KEYWAY_LOG",
     "KEYWAY_LOG_FORMAT",
     "KEYWAY_URL",
@@ -97,6 +100,11 @@ impl RawConfig {
         }
         if let Some(v) = get("KEYWAY_SANDBOX") {
             self.sandbox = Some(matches!(v.as_str(), "1" | "true" | "yes" | "on"));
+        }
+        if let Some(v) = get("KEYWAY_STALE_AFTER_DAYS") {
+            self.stale_after_days = Some(v.parse().map_err(|_| {
+                anyhow::anyhow!("KEYWAY_STALE_AFTER_DAYS must be a whole number of days")
+            })?);
         }
         if let Some(v) = get("KEYWAY_LOG") {
             self.log_level = Some(v);

@@ -120,6 +120,68 @@ enum Command {
         #[command(subcommand)]
         cmd: MasterKeyCmd,
     },
+    /// Every connection with owner, scopes, activity and a stale flag.
+    Inventory {
+        /// `table` (default), or `csv`.
+        #[arg(long, default_value = "table")]
+        format: String,
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        integration: Option<String>,
+        #[arg(long)]
+        application: Option<String>,
+        /// Only stale connections.
+        #[arg(long)]
+        stale: bool,
+        /// Only connections without an owner.
+        #[arg(long)]
+        no_owner: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Offboard users.
+    Users {
+        #[command(subcommand)]
+        cmd: UsersCmd,
+    },
+    /// Verify or export the audit chain.
+    Audit {
+        #[command(subcommand)]
+        cmd: AuditCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersCmd {
+    /// Revoke every connection of a user in every application (admin key).
+    Offboard {
+        user: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Recompute the chain; exits non-zero and names the first bad sequence number if it
+    /// was tampered with.
+    Verify {
+        /// A head recorded from an earlier verification (`--anchor-seq N --anchor-hash H`).
+        #[arg(long, requires = "anchor_hash")]
+        anchor_seq: Option<i64>,
+        #[arg(long, requires = "anchor_seq")]
+        anchor_hash: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Write the chain as JSON Lines to standard output.
+    Export {
+        #[arg(long, default_value_t = 0)]
+        after_seq: i64,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
 
 #[derive(Subcommand)]
@@ -641,6 +703,165 @@ async fn run(cli: Cli) -> Result<()> {
                     ("settings", "/settings"),
                 ],
             );
+            Ok(())
+        }
+        Command::Inventory {
+            format,
+            status,
+            integration,
+            application,
+            stale,
+            no_owner,
+            remote: r,
+        } => {
+            let mut q = Vec::new();
+            for (k, v) in [
+                ("status", status),
+                ("integration", integration),
+                ("application_id", application),
+            ] {
+                if let Some(v) = v {
+                    q.push(format!("{k}={}", enc(&v)));
+                }
+            }
+            if stale {
+                q.push("stale=true".into());
+            }
+            if no_owner {
+                q.push("no_owner=true".into());
+            }
+            let client = remote(&r)?;
+            if format == "csv" {
+                q.push("format=csv".into());
+                let v = client
+                    .call(Method::GET, &format!("/v1/inventory?{}", q.join("&")), None)
+                    .await?;
+                print!("{}", v.as_str().unwrap_or_default());
+                return Ok(());
+            }
+            let mut rows = Vec::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                let mut page_q = q.clone();
+                if let Some(c) = &cursor {
+                    page_q.push(format!("cursor={}", enc(c)));
+                }
+                let v = client
+                    .call(
+                        Method::GET,
+                        &format!("/v1/inventory?{}", page_q.join("&")),
+                        None,
+                    )
+                    .await?;
+                rows.extend(v["data"].as_array().cloned().unwrap_or_default());
+                match v["next_cursor"].as_str() {
+                    Some(c) => cursor = Some(c.to_string()),
+                    None => break,
+                }
+            }
+            print(
+                &Value::Array(rows),
+                r.json,
+                &[
+                    ("application", "/application_name"),
+                    ("user", "/user_id"),
+                    ("integration", "/integration"),
+                    ("account", "/provider_account_name"),
+                    ("owner", "/owner"),
+                    ("status", "/status"),
+                    ("missing scopes", "/missing_scopes"),
+                    ("last used", "/last_used_at"),
+                    ("stale", "/stale"),
+                ],
+            );
+            Ok(())
+        }
+        Command::Users {
+            cmd: UsersCmd::Offboard { user, remote: r },
+        } => {
+            let v = remote(&r)?
+                .call(
+                    Method::POST,
+                    &format!("/v1/users/{}/offboard", enc(&user)),
+                    None,
+                )
+                .await?;
+            if r.json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print(
+                    &v["connections"],
+                    false,
+                    &[
+                        ("connection", "/connection_id"),
+                        ("application", "/application_id"),
+                        ("integration", "/integration"),
+                        ("account", "/provider_account_name"),
+                        ("revocation", "/revocation"),
+                    ],
+                );
+            }
+            Ok(())
+        }
+        Command::Audit {
+            cmd:
+                AuditCmd::Verify {
+                    anchor_seq,
+                    anchor_hash,
+                    remote: r,
+                },
+        } => {
+            let v = remote(&r)?
+                .call(
+                    Method::POST,
+                    "/v1/audit/verify",
+                    Some(json!({"anchor_seq": anchor_seq, "anchor_hash": anchor_hash})),
+                )
+                .await?;
+            if r.json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else if v["valid"] == Value::Bool(true) {
+                println!(
+                    "audit chain valid: {} records; head {} {}",
+                    v["checked"],
+                    v["head_seq"],
+                    v["head_hash"].as_str().unwrap_or("-")
+                );
+            }
+            if v["valid"] != Value::Bool(true) {
+                anyhow::bail!(
+                    "audit chain is broken at sequence number {} ({} records checked)",
+                    v["first_bad_seq"],
+                    v["checked"]
+                );
+            }
+            Ok(())
+        }
+        Command::Audit {
+            cmd:
+                AuditCmd::Export {
+                    after_seq,
+                    remote: r,
+                },
+        } => {
+            let client = remote(&r)?;
+            let mut after = after_seq;
+            loop {
+                let v = client
+                    .call(
+                        Method::GET,
+                        &format!("/v1/audit?after_seq={after}&limit=1000"),
+                        None,
+                    )
+                    .await?;
+                for e in v["data"].as_array().cloned().unwrap_or_default() {
+                    println!("{}", serde_json::to_string(&e)?);
+                }
+                match v["next_after_seq"].as_i64() {
+                    Some(n) => after = n,
+                    None => break,
+                }
+            }
             Ok(())
         }
         Command::MasterKey { cmd } => match cmd {

@@ -36,8 +36,16 @@ fn read_master_key(raw: &RawConfig, data_dir: &Path, dev: bool) -> Result<Master
         return MasterKey::from_base64(&text)
             .with_context(|| format!("dev master key {}", path.display()));
     }
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("creating {}", data_dir.display()))?;
+    if !data_dir.exists() {
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("creating {}", data_dir.display()))?;
+        // The data directory holds the database and, in dev mode, the master key.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+    }
     let key = MasterKey::generate();
     write_private(&path, &key.to_base64())?;
     eprintln!(
@@ -103,6 +111,14 @@ pub async fn run(raw: RawConfig, args: ServeArgs) -> Result<()> {
     opts.dev = args.dev;
     opts.sandbox = raw.sandbox.unwrap_or(false);
     opts.custom_providers = raw.providers.clone();
+    let mut settings = keyway_core::BrokerSettings::new(&public_url);
+    if let Some(days) = raw.stale_after_days {
+        if !(1..=3650).contains(&days) {
+            bail!("stale_after_days must be between 1 and 3650");
+        }
+        settings.stale_after = time::Duration::days(days);
+    }
+    opts.settings = Some(settings);
     let built = build(opts).await?;
     spawn_housekeeping(built.broker.clone());
     tracing::info!(%addr, %public_url, providers = built.broker.catalog.len(), "keyway is listening");

@@ -34,14 +34,17 @@ pub async fn create_integration(
     auth.require_admin()?;
     let i = s
         .broker
-        .create_integration(NewIntegration {
-            slug: b.slug,
-            provider: b.provider,
-            client_id: b.client_id,
-            client_secret: b.client_secret.map(Secret::new),
-            scopes: b.scopes,
-            settings: b.settings,
-        })
+        .create_integration(
+            &auth.0.actor(),
+            NewIntegration {
+                slug: b.slug,
+                provider: b.provider,
+                client_id: b.client_id,
+                client_secret: b.client_secret.map(Secret::new),
+                scopes: b.scopes,
+                settings: b.settings,
+            },
+        )
         .await?;
     tracing::info!(integration = %i.slug, provider = %i.provider, "integration created");
     Ok((StatusCode::CREATED, Json(view(&s, &i))))
@@ -101,6 +104,7 @@ pub async fn patch_integration(
     let i = s
         .broker
         .update_integration(
+            &auth.0.actor(),
             &slug,
             IntegrationPatch {
                 client_id: b.client_id,
@@ -125,15 +129,18 @@ pub async fn create_application(
     auth.require_admin()?;
     let a = s
         .broker
-        .create_application(NewApplication {
-            name: b.name,
-            return_urls: b.return_urls,
-            allowed_origins: b.allowed_origins,
-            allowed_integrations: b.allowed_integrations,
-            agent_session_max_secs: b.agent_session_max,
-            agent_session_default_secs: b.agent_session_default,
-            login_url: b.login_url,
-        })
+        .create_application(
+            &auth.0.actor(),
+            NewApplication {
+                name: b.name,
+                return_urls: b.return_urls,
+                allowed_origins: b.allowed_origins,
+                allowed_integrations: b.allowed_integrations,
+                agent_session_max_secs: b.agent_session_max,
+                agent_session_default_secs: b.agent_session_default,
+                login_url: b.login_url,
+            },
+        )
         .await?;
     tracing::info!(application = %a.id, "application created");
     Ok((StatusCode::CREATED, Json((&a).into())))
@@ -181,7 +188,10 @@ pub async fn create_api_key(
         })?
     };
     let name = body.name.unwrap_or_else(|| "default".into());
-    let (rec, key) = s.broker.create_api_key(Some(&id), &name).await?;
+    let (rec, key) = s
+        .broker
+        .create_api_key(&auth.0.actor(), Some(&id), &name)
+        .await?;
     tracing::info!(application = %id, key_id = %rec.id, "API key created");
     Ok((
         StatusCode::CREATED,
@@ -220,7 +230,7 @@ pub async fn revoke_api_key(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     auth.require_admin()?;
-    if s.broker.revoke_api_key(&id).await? {
+    if s.broker.revoke_api_key(&auth.0.actor(), &id).await? {
         tracing::info!(key_id = %id, "API key revoked");
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -259,7 +269,7 @@ pub async fn reseal(
     auth: Auth,
 ) -> Result<Json<ResealResponse>, ApiError> {
     auth.require_admin()?;
-    let r = s.broker.reseal_all().await?;
+    let r = s.broker.reseal_all(&auth.0.actor()).await?;
     tracing::info!(
         checked = r.checked,
         resealed = r.resealed,

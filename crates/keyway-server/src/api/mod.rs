@@ -3,5 +3,6 @@
 pub mod admin;
 pub mod connect;
 pub mod connections;
+pub mod governance;
 pub mod tokens;
 pub mod types;

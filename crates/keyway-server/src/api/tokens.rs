@@ -41,7 +41,9 @@ pub async fn issue(
             }
         }
     }
+    let actor = auth.0.actor();
     let req = TokenRequest {
+        actor,
         application_id: app,
         integration: b.integration,
         user_id: b.user_id,

@@ -5,6 +5,7 @@ mod bad_input;
 mod connect;
 mod dev;
 mod golden;
+mod governance;
 mod isolation;
 mod ops;
 mod refresh;

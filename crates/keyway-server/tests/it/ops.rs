@@ -39,7 +39,9 @@ async fn readyz_reports_a_lost_database() {
     kw.connect(&app, "u1", "acme").await;
     kw.clock.advance(time::Duration::hours(2));
     kw.store.pool().close().await;
-    kw.token(&app, "u1", "acme").await.assert_problem(503, "database_unavailable");
+    kw.token(&app, "u1", "acme")
+        .await
+        .assert_problem(503, "database_unavailable");
     let r = kw.call(Method::GET, "/readyz", None, None).await;
     r.assert_problem(503, "database_unavailable");
     kw.call(
