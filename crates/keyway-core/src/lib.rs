@@ -22,6 +22,7 @@ pub mod secret;
 pub mod store;
 pub mod tokens;
 pub mod vault;
+pub mod webhooks;
 
 pub use broker::{Broker, BrokerSettings};
 pub use error::{CoreError, StoreError};

@@ -187,6 +187,45 @@ pub trait Store: Send + Sync + 'static {
     /// Records with `seq > after_seq`, in order.
     async fn list_audit(&self, after_seq: i64, limit: u32) -> Result<Vec<AuditRecord>, StoreError>;
 
+    // Webhooks and their outbox. Deliveries are queued by the audit append itself (see
+    // `append_audit` and every audited write) for events in `webhooks::EVENTS`.
+    async fn insert_webhook(
+        &self,
+        hook: &crate::webhooks::Webhook,
+        audit: &[AuditEvent],
+    ) -> Result<(), StoreError>;
+    async fn get_webhook(&self, id: &str) -> Result<Option<crate::webhooks::Webhook>, StoreError>;
+    /// `None`: every webhook; `Some(app)`: that application's.
+    async fn list_webhooks(
+        &self,
+        application_id: Option<&str>,
+    ) -> Result<Vec<crate::webhooks::Webhook>, StoreError>;
+    async fn delete_webhook(&self, id: &str, audit: &[AuditEvent]) -> Result<bool, StoreError>;
+    async fn list_deliveries(
+        &self,
+        webhook_id: &str,
+        limit: u32,
+    ) -> Result<Vec<crate::webhooks::Delivery>, StoreError>;
+    /// Due pending deliveries with their webhook, each pushed to `lease_until` so no
+    /// other worker takes it meanwhile.
+    async fn claim_due_deliveries(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<(crate::webhooks::Delivery, crate::webhooks::Webhook)>, StoreError>;
+    #[allow(clippy::too_many_arguments)]
+    async fn record_delivery_attempt(
+        &self,
+        id: &str,
+        attempts: i64,
+        state: &str,
+        status: Option<i64>,
+        error: Option<&str>,
+        next_attempt_at: OffsetDateTime,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+
     // Vault rotation.
     async fn list_sealed_values(&self) -> Result<Vec<SealedValue>, StoreError>;
     /// Compare-and-swap of one sealed value: false if it changed meanwhile.

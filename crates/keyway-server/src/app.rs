@@ -161,6 +161,16 @@ pub async fn build(opts: StartOptions) -> Result<Built, StartError> {
 /// Background housekeeping: retries failed provider revocations every minute and drops
 /// expired sessions and states every five.
 pub fn spawn_housekeeping(broker: Arc<Broker>) -> tokio::task::JoinHandle<()> {
+    let deliveries = broker.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+        loop {
+            tick.tick().await;
+            if let Err(e) = deliveries.deliver_webhooks().await {
+                tracing::warn!(error = %e, "webhook delivery failed");
+            }
+        }
+    });
     let retries = broker.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));

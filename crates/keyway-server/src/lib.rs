@@ -121,6 +121,15 @@ pub fn router_with(state: AppState, extra: Option<Router<AppState>>) -> Router {
         .route("/users/{user_id}/offboard", post(api::governance::offboard))
         .route("/audit", get(api::governance::audit))
         .route("/audit/verify", post(api::governance::verify))
+        .route(
+            "/webhooks",
+            post(api::webhooks::create).get(api::webhooks::list),
+        )
+        .route(
+            "/webhooks/{id}",
+            axum::routing::delete(api::webhooks::delete),
+        )
+        .route("/webhooks/{id}/deliveries", get(api::webhooks::deliveries))
         .fallback(ops::not_found);
     let mut app = Router::new()
         .nest("/v1", v1)

@@ -10,6 +10,7 @@ pub(crate) const SQLITE: &[(i64, &str)] = &[
         2,
         include_str!("../migrations/sqlite/0002_audit_and_retries.sql"),
     ),
+    (3, include_str!("../migrations/sqlite/0003_webhooks.sql")),
 ];
 
 pub(crate) async fn run_sqlite(pool: &SqlitePool) -> Result<u32, StoreError> {

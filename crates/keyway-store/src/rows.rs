@@ -217,3 +217,30 @@ pub(crate) fn retry(row: &SqliteRow) -> Result<RevocationRetry, StoreError> {
         created_at: t(row, "created_at")?,
     })
 }
+
+pub(crate) fn webhook(row: &SqliteRow) -> Result<keyway_core::webhooks::Webhook, StoreError> {
+    Ok(keyway_core::webhooks::Webhook {
+        id: s(row, "id")?,
+        application_id: os(row, "application_id")?,
+        url: s(row, "url")?,
+        events: parse_json(os(row, "events")?),
+        secret_sealed: s(row, "secret")?,
+        created_at: t(row, "created_at")?,
+    })
+}
+
+pub(crate) fn delivery(row: &SqliteRow) -> Result<keyway_core::webhooks::Delivery, StoreError> {
+    Ok(keyway_core::webhooks::Delivery {
+        id: s(row, "id")?,
+        webhook_id: s(row, "webhook_id")?,
+        event_type: s(row, "event_type")?,
+        payload: s(row, "payload")?,
+        created_at: t(row, "created_at")?,
+        attempts: row.try_get("attempts").map_err(db_err)?,
+        next_attempt_at: t(row, "next_attempt_at")?,
+        state: s(row, "state")?,
+        last_status: row.try_get("last_status").map_err(db_err)?,
+        last_error: os(row, "last_error")?,
+        delivered_at: ot(row, "delivered_at")?,
+    })
+}

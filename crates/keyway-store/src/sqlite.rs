@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use keyway_core::audit::{chain_hash, AuditEvent, AuditRecord, GENESIS};
 use keyway_core::model::*;
 use keyway_core::store::{RefreshedTokens, SealedValue, Store};
+use keyway_core::webhooks;
 use keyway_core::StoreError;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{SqliteConnection, SqlitePool};
@@ -31,6 +32,7 @@ const SEALED: &[(&str, &str, &str)] = &[
     ("pending_authorizations", "state_hash", "pkce_verifier"),
     ("revocation_retries", "id", "access_token"),
     ("revocation_retries", "id", "refresh_token"),
+    ("webhooks", "id", "secret"),
 ];
 
 /// Appends events to the chain inside the caller's transaction. Hashes are computed
@@ -73,6 +75,48 @@ async fn append(conn: &mut SqliteConnection, events: &[AuditEvent]) -> Result<()
                 .bind(hash);
         }
         q.execute(&mut *conn).await?;
+    }
+    queue_webhooks(conn, &rows).await
+}
+
+/// The outbox: one pending delivery per subscribed webhook, in the audit transaction.
+async fn queue_webhooks(
+    conn: &mut SqliteConnection,
+    rows: &[(i64, &AuditEvent, String, String)],
+) -> Result<(), sqlx::Error> {
+    if !rows
+        .iter()
+        .any(|(_, e, _, _)| webhooks::EVENTS.contains(&e.action.as_str()))
+    {
+        return Ok(());
+    }
+    let hooks: Vec<(String, Option<String>, String)> =
+        sqlx::query_as("SELECT id, application_id, events FROM webhooks")
+            .fetch_all(&mut *conn)
+            .await?;
+    for (seq, e, _, _) in rows {
+        if !webhooks::EVENTS.contains(&e.action.as_str()) {
+            continue;
+        }
+        for (hook_id, hook_app, events) in &hooks {
+            let subscribed = serde_json::from_str::<Vec<String>>(events)
+                .unwrap_or_default()
+                .iter()
+                .any(|x| x == &e.action);
+            let visible = hook_app.is_none() || hook_app == &e.application_id;
+            if !(subscribed && visible) {
+                continue;
+            }
+            sqlx::query("INSERT INTO webhook_deliveries (id, webhook_id, event_type, payload, created_at, attempts, next_attempt_at, state) VALUES (?,?,?,?,?,0,?,'pending')")
+                .bind(keyway_core::ids::new_id("dlv"))
+                .bind(hook_id)
+                .bind(&e.action)
+                .bind(webhooks::payload(*seq, e))
+                .bind(ms(e.at))
+                .bind(ms(e.at))
+                .execute(&mut *conn)
+                .await?;
+        }
     }
     Ok(())
 }
@@ -730,6 +774,134 @@ impl Store for SqliteStore {
             .await
             .map_err(db_err)?;
         rows.iter().map(rows::audit).collect()
+    }
+
+    async fn insert_webhook(
+        &self,
+        h: &webhooks::Webhook,
+        audit: &[AuditEvent],
+    ) -> Result<(), StoreError> {
+        let q = sqlx::query("INSERT INTO webhooks (id, application_id, url, events, secret, created_at) VALUES (?,?,?,?,?,?)")
+            .bind(&h.id)
+            .bind(&h.application_id)
+            .bind(&h.url)
+            .bind(json(&h.events))
+            .bind(&h.secret_sealed)
+            .bind(ms(h.created_at));
+        self.write_audited(q, audit).await.map(|_| ())
+    }
+
+    async fn get_webhook(&self, id: &str) -> Result<Option<webhooks::Webhook>, StoreError> {
+        let row = sqlx::query("SELECT * FROM webhooks WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(rows::webhook).transpose()
+    }
+
+    async fn list_webhooks(
+        &self,
+        application_id: Option<&str>,
+    ) -> Result<Vec<webhooks::Webhook>, StoreError> {
+        let rows = match application_id {
+            Some(a) => {
+                sqlx::query(
+                    "SELECT * FROM webhooks WHERE application_id = ? ORDER BY created_at, id",
+                )
+                .bind(a)
+                .fetch_all(&self.pool)
+                .await
+            }
+            None => {
+                sqlx::query("SELECT * FROM webhooks ORDER BY created_at, id")
+                    .fetch_all(&self.pool)
+                    .await
+            }
+        }
+        .map_err(db_err)?;
+        rows.iter().map(rows::webhook).collect()
+    }
+
+    async fn delete_webhook(&self, id: &str, audit: &[AuditEvent]) -> Result<bool, StoreError> {
+        let q = sqlx::query("DELETE FROM webhooks WHERE id = ?").bind(id);
+        self.write_audited(q, audit).await
+    }
+
+    async fn list_deliveries(
+        &self,
+        webhook_id: &str,
+        limit: u32,
+    ) -> Result<Vec<webhooks::Delivery>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM webhook_deliveries WHERE webhook_id = ? ORDER BY created_at DESC, id LIMIT ?")
+            .bind(webhook_id)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(rows::delivery).collect()
+    }
+
+    async fn claim_due_deliveries(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<(webhooks::Delivery, webhooks::Webhook)>, StoreError> {
+        let mut tx = self.begin().await?;
+        let rows = sqlx::query(
+            "UPDATE webhook_deliveries SET next_attempt_at = ? WHERE id IN
+               (SELECT id FROM webhook_deliveries WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?)
+             RETURNING *",
+        )
+        .bind(ms(lease_until))
+        .bind(ms(now))
+        .bind(limit as i64)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let mut out = Vec::new();
+        for r in &rows {
+            let d = rows::delivery(r)?;
+            let hook = sqlx::query("SELECT * FROM webhooks WHERE id = ?")
+                .bind(&d.webhook_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            if let Some(h) = hook.as_ref().map(rows::webhook).transpose()? {
+                out.push((d, h));
+            }
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(out)
+    }
+
+    async fn record_delivery_attempt(
+        &self,
+        id: &str,
+        attempts: i64,
+        state: &str,
+        status: Option<i64>,
+        error: Option<&str>,
+        next_attempt_at: OffsetDateTime,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE webhook_deliveries SET attempts = ?, state = ?, last_status = ?, last_error = ?, next_attempt_at = ?,
+               delivered_at = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_at END WHERE id = ?",
+        )
+        .bind(attempts)
+        .bind(state)
+        .bind(status)
+        .bind(error)
+        .bind(ms(next_attempt_at))
+        .bind(state)
+        .bind(ms(at))
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
     }
 
     async fn list_sealed_values(&self) -> Result<Vec<SealedValue>, StoreError> {

@@ -4,6 +4,7 @@
 
 pub mod fake;
 pub mod logs;
+pub mod receiver;
 
 use keyway_core::clock::ManualClock;
 use keyway_core::store::Store;

@@ -6,3 +6,4 @@ pub mod connections;
 pub mod governance;
 pub mod tokens;
 pub mod types;
+pub mod webhooks;

@@ -10,6 +10,7 @@ mod isolation;
 mod ops;
 mod refresh;
 mod security;
+mod webhooks;
 
 use keyway_testkit::{App, FakeProvider, Flavor, TestKeyway, TestOptions};
 
