@@ -34,6 +34,14 @@ pub struct BrokerSettings {
     pub usage_write_interval: time::Duration,
     /// A connection unused for longer than this is flagged stale in the inventory.
     pub stale_after: time::Duration,
+    /// Keep-alive (R5): refresh tokens expiring within this window...
+    pub keepalive_window: time::Duration,
+    /// ...on connections used within this period.
+    pub keepalive_recent_use: time::Duration,
+    /// Validate tokens that never expire this often, where the provider has an identity call.
+    pub validate_every: time::Duration,
+    /// At most this many keep-alive calls per provider per run (rate limit).
+    pub keepalive_per_provider: usize,
 }
 
 impl BrokerSettings {
@@ -49,6 +57,10 @@ impl BrokerSettings {
             provider_timeout: Duration::from_secs(10),
             usage_write_interval: time::Duration::seconds(60),
             stale_after: time::Duration::days(90),
+            keepalive_window: time::Duration::minutes(5),
+            keepalive_recent_use: time::Duration::days(7),
+            validate_every: time::Duration::hours(24),
+            keepalive_per_provider: 20,
         }
     }
 

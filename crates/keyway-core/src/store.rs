@@ -161,6 +161,32 @@ pub trait Store: Send + Sync + 'static {
         audit: &[AuditEvent],
     ) -> Result<bool, StoreError>;
 
+    // Keep-alive (R5).
+    /// Active connections with a refresh token whose access token expires before
+    /// `expiring_before` and that were used since `used_since`.
+    async fn expiring_recently_used(
+        &self,
+        expiring_before: OffsetDateTime,
+        used_since: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<Connection>, StoreError>;
+    /// Active connections of `provider` with a refresh token, last refreshed (or created)
+    /// before `before`.
+    async fn idle_grants(
+        &self,
+        provider: &str,
+        before: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<Connection>, StoreError>;
+    /// Active connections whose access token does not expire, last validated (or created)
+    /// before `before`.
+    async fn unvalidated_non_expiring(
+        &self,
+        before: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<Connection>, StoreError>;
+    async fn mark_validated(&self, id: &str, at: OffsetDateTime) -> Result<(), StoreError>;
+
     // Revocation retries.
     async fn due_revocation_retries(
         &self,

@@ -47,7 +47,7 @@ pub struct TokenRequest {
 }
 
 #[derive(Clone)]
-struct CachedToken {
+pub(crate) struct CachedToken {
     connection_id: String,
     access_token: Secret,
     token_type: String,
@@ -311,12 +311,12 @@ impl Broker {
         ))
     }
 
-    fn flight(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+    pub(crate) fn flight(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut f = self.flights.lock().unwrap_or_else(|p| p.into_inner());
         f.entry(id.to_string()).or_default().clone()
     }
 
-    fn drop_flight(&self, id: &str, lock: &Arc<tokio::sync::Mutex<()>>) {
+    pub(crate) fn drop_flight(&self, id: &str, lock: &Arc<tokio::sync::Mutex<()>>) {
         let mut f = self.flights.lock().unwrap_or_else(|p| p.into_inner());
         // Two references: the map's and ours. Anyone else waiting keeps it alive.
         if Arc::strong_count(lock) <= 2 {
@@ -439,9 +439,22 @@ impl Broker {
         fence: i64,
         actor: &str,
     ) -> Result<CachedToken, CoreError> {
+        self.refresh_with_lease_opt(key, conn, fence, actor, false)
+            .await
+    }
+
+    /// `force`: refresh even a fresh token (keep-alive ahead of expiry, idle grants).
+    pub(crate) async fn refresh_with_lease_opt(
+        &self,
+        key: &ConnectionKey,
+        conn: Connection,
+        fence: i64,
+        actor: &str,
+        force: bool,
+    ) -> Result<CachedToken, CoreError> {
         self.check_status(&conn)?;
         let (current, refresh_token) = self.open_cached(&conn)?;
-        if is_fresh(&current, self.clock.now()) {
+        if !force && is_fresh(&current, self.clock.now()) {
             self.store.release_refresh_lease(&conn.id, fence).await?;
             self.cache.put(key.clone(), current.clone());
             return Ok(current);

@@ -171,6 +171,16 @@ pub fn spawn_housekeeping(broker: Arc<Broker>) -> tokio::task::JoinHandle<()> {
             }
         }
     });
+    let keepalive = broker.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+        loop {
+            tick.tick().await;
+            if let Err(e) = keepalive.keep_alive().await {
+                tracing::warn!(error = %e, "keep-alive run failed");
+            }
+        }
+    });
     let retries = broker.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));

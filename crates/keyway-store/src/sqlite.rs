@@ -719,6 +719,71 @@ impl Store for SqliteStore {
         Ok(changed)
     }
 
+    async fn expiring_recently_used(
+        &self,
+        expiring_before: OffsetDateTime,
+        used_since: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<Connection>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM connections WHERE status = 'active' AND refresh_token IS NOT NULL AND expires_at IS NOT NULL
+               AND expires_at <= ? AND last_used_at >= ? ORDER BY expires_at LIMIT ?",
+        )
+        .bind(ms(expiring_before))
+        .bind(ms(used_since))
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(rows::connection).collect()
+    }
+
+    async fn idle_grants(
+        &self,
+        provider: &str,
+        before: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<Connection>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM connections WHERE status = 'active' AND refresh_token IS NOT NULL AND provider = ?
+               AND COALESCE(last_refreshed_at, created_at) < ? ORDER BY COALESCE(last_refreshed_at, created_at) LIMIT ?",
+        )
+        .bind(provider)
+        .bind(ms(before))
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(rows::connection).collect()
+    }
+
+    async fn unvalidated_non_expiring(
+        &self,
+        before: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<Connection>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM connections WHERE status = 'active' AND access_token IS NOT NULL AND expires_at IS NULL
+               AND COALESCE(last_validated_at, created_at) < ? ORDER BY COALESCE(last_validated_at, created_at) LIMIT ?",
+        )
+        .bind(ms(before))
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(rows::connection).collect()
+    }
+
+    async fn mark_validated(&self, id: &str, at: OffsetDateTime) -> Result<(), StoreError> {
+        sqlx::query("UPDATE connections SET last_validated_at = ? WHERE id = ?")
+            .bind(ms(at))
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
     async fn due_revocation_retries(
         &self,
         now: OffsetDateTime,

@@ -113,6 +113,10 @@ pub struct OAuth2 {
     pub token_request_format: BodyFormat,
     #[serde(default)]
     pub refresh_token_rotation: Rotation,
+    /// Refresh tokens die after this many days unused (Google 180, Microsoft and
+    /// Atlassian 90): the keep-alive refreshes such grants at half this age (R5).
+    #[serde(default)]
+    pub refresh_token_idle_days: Option<u32>,
     /// RFC 9207 issuer: when set, an `iss` on the callback must equal it, and its absence
     /// is tolerated only if `iss_required` is false.
     #[serde(default)]

@@ -7,6 +7,7 @@ mod dev;
 mod golden;
 mod governance;
 mod isolation;
+mod keepalive;
 mod ops;
 mod refresh;
 mod security;
