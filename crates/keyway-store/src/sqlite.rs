@@ -21,6 +21,9 @@ use time::OffsetDateTime;
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Last known chain head, for the one-statement group commit. Only a hint: every use
+    /// is guarded by the database, and a miss falls back to reading the head.
+    audit_head: std::sync::Arc<std::sync::Mutex<Option<(i64, String)>>>,
 }
 
 /// Which columns hold sealed values, and each table's key column: the only
@@ -167,7 +170,10 @@ impl SqliteStore {
             .await
             .map_err(db_err)?;
         crate::migrate::run_sqlite(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            audit_head: Default::default(),
+        })
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -825,10 +831,72 @@ impl Store for SqliteStore {
         self.write_audited(q, audit).await
     }
 
+    /// The group commit of token events. Fast path: one guarded statement that inserts
+    /// the whole batch only if the chain head is still the cached one (a single round
+    /// trip to SQLite); if another writer moved the head, or the batch carries webhook
+    /// events, the transactional path reads the head and appends.
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        const FAST_MAX: usize = 500;
+        let cached = self
+            .audit_head
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let plain = events.len() <= FAST_MAX
+            && !events
+                .iter()
+                .any(|e| webhooks::EVENTS.contains(&e.action.as_str()));
+        if let (Some((head_seq, head_hash)), true) = (cached, plain) {
+            let mut seq = head_seq;
+            let mut prev = head_hash;
+            let mut rows = Vec::with_capacity(events.len());
+            for e in events {
+                seq += 1;
+                let hash = chain_hash(&prev, seq, e);
+                rows.push((seq, e, std::mem::replace(&mut prev, hash.clone()), hash));
+            }
+            let mut sql = String::from(
+                "INSERT INTO audit_events (seq, at, action, actor, application_id, user_id, connection_id, integration, details, prev_hash, hash) \
+                 SELECT * FROM (VALUES ",
+            );
+            sql.push_str(&vec!["(?,?,?,?,?,?,?,?,?,?,?)"; rows.len()].join(","));
+            sql.push_str(") WHERE (SELECT COALESCE(MAX(seq), 0) FROM audit_events) = ?");
+            let mut q = sqlx::query(&sql);
+            for (seq, e, prev_hash, hash) in &rows {
+                q = q
+                    .bind(*seq)
+                    .bind(ms(e.at))
+                    .bind(&e.action)
+                    .bind(&e.actor)
+                    .bind(&e.application_id)
+                    .bind(&e.user_id)
+                    .bind(&e.connection_id)
+                    .bind(&e.integration)
+                    .bind(&e.details)
+                    .bind(prev_hash)
+                    .bind(hash);
+            }
+            match q.bind(head_seq).execute(&self.pool).await {
+                Ok(r) if r.rows_affected() as usize == rows.len() => {
+                    *self.audit_head.lock().unwrap_or_else(|p| p.into_inner()) = Some((seq, prev));
+                    return Ok(());
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "fast audit append failed; using a transaction")
+                }
+            }
+        }
         let mut tx = self.begin().await?;
         append(&mut tx, events).await.map_err(db_err)?;
-        tx.commit().await.map_err(db_err)
+        let head: Option<(i64, String)> =
+            sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        *self.audit_head.lock().unwrap_or_else(|p| p.into_inner()) = head;
+        Ok(())
     }
 
     async fn list_audit(&self, after_seq: i64, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {

@@ -478,3 +478,62 @@ async fn audit_events_are_written_only_with_their_change() {
         Some(3)
     );
 }
+
+#[tokio::test]
+async fn group_commit_fast_path_survives_other_writers() {
+    use keyway_core::audit::{AuditEvent, Verifier};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = SqliteStore::open(dir.path()).await.expect("a");
+    let b = SqliteStore::open(dir.path())
+        .await
+        .expect("b: a second process on the same file");
+    a.insert_application(
+        &Application {
+            id: "app_1".into(),
+            name: "A".into(),
+            return_urls: vec![],
+            allowed_origins: vec![],
+            allowed_integrations: None,
+            agent_session_max_secs: 3600,
+            agent_session_default_secs: 600,
+            login_url: None,
+            created_at: t0(),
+        },
+        &[],
+    )
+    .await
+    .expect("app");
+    let ev = |n: i64| {
+        AuditEvent::new(t0(), "token.issued", "key:k").details(serde_json::json!({"n": n}))
+    };
+    a.append_audit(&[ev(1), ev(2)])
+        .await
+        .expect("slow path, caches the head");
+    a.append_audit(&[ev(3)]).await.expect("fast path");
+    b.append_audit(&[ev(4)])
+        .await
+        .expect("another process moves the head");
+    a.save_grant(
+        &conn("c1", "u"),
+        &[AuditEvent::new(t0(), "connection.created", "user:u")],
+    )
+    .await
+    .expect("an audited change moves it too");
+    a.append_audit(&[ev(5), ev(6)])
+        .await
+        .expect("stale cache: guarded, falls back");
+    a.append_audit(&[ev(7)]).await.expect("fast again");
+    b.append_audit(&[ev(8)])
+        .await
+        .expect("b's cache is stale too");
+    let records = a.list_audit(0, 100).await.expect("list");
+    assert_eq!(
+        records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (1..=9).collect::<Vec<_>>()
+    );
+    let mut v = Verifier::new(None);
+    for r in &records {
+        assert!(v.feed(r), "chain intact at {}", r.seq);
+    }
+    assert!(v.finish().valid);
+}
