@@ -50,42 +50,68 @@ async fn append(conn: &mut SqliteConnection, events: &[AuditEvent]) -> Result<()
         sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
             .fetch_optional(&mut *conn)
             .await?;
-    let (mut seq, mut prev) = head.unwrap_or((0, GENESIS.to_string()));
-    let mut rows = Vec::with_capacity(events.len());
-    for e in events {
-        seq += 1;
-        let hash = chain_hash(&prev, seq, e);
-        rows.push((seq, e, std::mem::replace(&mut prev, hash.clone()), hash));
-    }
+    let rows = chain_rows(head.unwrap_or((0, GENESIS.to_string())), events);
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let mut sql = String::from(
-            "INSERT INTO audit_events (seq, at, action, actor, application_id, user_id, connection_id, integration, details, prev_hash, hash) VALUES ",
-        );
-        sql.push_str(&vec!["(?,?,?,?,?,?,?,?,?,?,?)"; chunk.len()].join(","));
-        let mut q = sqlx::query(&sql);
-        for (seq, e, prev_hash, hash) in chunk {
-            q = q
-                .bind(*seq)
-                .bind(ms(e.at))
-                .bind(&e.action)
-                .bind(&e.actor)
-                .bind(&e.application_id)
-                .bind(&e.user_id)
-                .bind(&e.connection_id)
-                .bind(&e.integration)
-                .bind(&e.details)
-                .bind(prev_hash)
-                .bind(hash);
-        }
-        q.execute(&mut *conn).await?;
+        let sql = insert_rows_sql(chunk.len(), false);
+        bind_rows(sqlx::query(&sql), chunk)
+            .execute(&mut *conn)
+            .await?;
     }
     queue_webhooks(conn, &rows).await
+}
+
+/// An audit row ready to insert: (seq, event, prev_hash, hash).
+type AuditRow<'a> = (i64, &'a AuditEvent, String, String);
+
+/// Chains `events` onto `head` (seq, hash).
+fn chain_rows(head: (i64, String), events: &[AuditEvent]) -> Vec<AuditRow<'_>> {
+    let (mut seq, mut prev) = head;
+    events
+        .iter()
+        .map(|e| {
+            seq += 1;
+            let hash = chain_hash(&prev, seq, e);
+            (seq, e, std::mem::replace(&mut prev, hash.clone()), hash)
+        })
+        .collect()
+}
+
+/// A multi-row INSERT; `guarded` adds a final `?` for the expected head seq.
+fn insert_rows_sql(n: usize, guarded: bool) -> String {
+    let cols = "INSERT INTO audit_events (seq, at, action, actor, application_id, user_id, connection_id, integration, details, prev_hash, hash) ";
+    let values = vec!["(?,?,?,?,?,?,?,?,?,?,?)"; n].join(",");
+    if guarded {
+        format!("{cols}SELECT * FROM (VALUES {values}) WHERE (SELECT COALESCE(MAX(seq), 0) FROM audit_events) = ?")
+    } else {
+        format!("{cols}VALUES {values}")
+    }
+}
+
+fn bind_rows<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    rows: &'q [AuditRow<'_>],
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    for (seq, e, prev_hash, hash) in rows {
+        q = q
+            .bind(*seq)
+            .bind(ms(e.at))
+            .bind(&e.action)
+            .bind(&e.actor)
+            .bind(&e.application_id)
+            .bind(&e.user_id)
+            .bind(&e.connection_id)
+            .bind(&e.integration)
+            .bind(&e.details)
+            .bind(prev_hash)
+            .bind(hash);
+    }
+    q
 }
 
 /// The outbox: one pending delivery per subscribed webhook, in the audit transaction.
 async fn queue_webhooks(
     conn: &mut SqliteConnection,
-    rows: &[(i64, &AuditEvent, String, String)],
+    rows: &[AuditRow<'_>],
 ) -> Result<(), sqlx::Error> {
     if !rows
         .iter()
@@ -847,38 +873,13 @@ impl Store for SqliteStore {
                 .iter()
                 .any(|e| webhooks::EVENTS.contains(&e.action.as_str()));
         if let (Some((head_seq, head_hash)), true) = (cached, plain) {
-            let mut seq = head_seq;
-            let mut prev = head_hash;
-            let mut rows = Vec::with_capacity(events.len());
-            for e in events {
-                seq += 1;
-                let hash = chain_hash(&prev, seq, e);
-                rows.push((seq, e, std::mem::replace(&mut prev, hash.clone()), hash));
-            }
-            let mut sql = String::from(
-                "INSERT INTO audit_events (seq, at, action, actor, application_id, user_id, connection_id, integration, details, prev_hash, hash) \
-                 SELECT * FROM (VALUES ",
-            );
-            sql.push_str(&vec!["(?,?,?,?,?,?,?,?,?,?,?)"; rows.len()].join(","));
-            sql.push_str(") WHERE (SELECT COALESCE(MAX(seq), 0) FROM audit_events) = ?");
-            let mut q = sqlx::query(&sql);
-            for (seq, e, prev_hash, hash) in &rows {
-                q = q
-                    .bind(*seq)
-                    .bind(ms(e.at))
-                    .bind(&e.action)
-                    .bind(&e.actor)
-                    .bind(&e.application_id)
-                    .bind(&e.user_id)
-                    .bind(&e.connection_id)
-                    .bind(&e.integration)
-                    .bind(&e.details)
-                    .bind(prev_hash)
-                    .bind(hash);
-            }
+            let rows = chain_rows((head_seq, head_hash), events);
+            let sql = insert_rows_sql(rows.len(), true);
+            let q = bind_rows(sqlx::query(&sql), &rows);
             match q.bind(head_seq).execute(&self.pool).await {
                 Ok(r) if r.rows_affected() as usize == rows.len() => {
-                    *self.audit_head.lock().unwrap_or_else(|p| p.into_inner()) = Some((seq, prev));
+                    let last = rows.last().map(|(seq, _, _, hash)| (*seq, hash.clone()));
+                    *self.audit_head.lock().unwrap_or_else(|p| p.into_inner()) = last;
                     return Ok(());
                 }
                 Ok(_) => {}

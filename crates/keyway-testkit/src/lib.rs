@@ -433,3 +433,38 @@ impl TestKeyway {
             .expect("sql");
     }
 }
+
+/// `n` concurrent token calls; asserts every one succeeded and returns the distinct
+/// access tokens handed out.
+pub async fn token_storm(
+    kw: &Arc<TestKeyway>,
+    app: &App,
+    user: &str,
+    integration: &str,
+    n: usize,
+) -> std::collections::HashSet<String> {
+    let mut tasks = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (kw, app, user, integration) = (
+            kw.clone(),
+            app.clone(),
+            user.to_string(),
+            integration.to_string(),
+        );
+        tasks.push(tokio::spawn(async move {
+            kw.token(&app, &user, &integration).await
+        }));
+    }
+    let mut tokens = std::collections::HashSet::new();
+    for t in tasks {
+        let r = t.await.expect("task");
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        tokens.insert(
+            r.body["access_token"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
+    }
+    tokens
+}

@@ -6,9 +6,8 @@ use crate::extract::{ApiJson, ApiQuery, Auth};
 use crate::AppState;
 use axum::extract::{Path, State};
 use axum::Json;
-use base64::Engine;
 use keyway_core::connections::ConnectionPatch;
-use keyway_core::model::{ConnectionFilter, ConnectionStatus};
+use keyway_core::model::ConnectionFilter;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -26,8 +25,6 @@ pub struct ListQuery {
     pub limit: Option<u32>,
 }
 
-const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-
 /// List connections, filtered and paginated.
 #[utoipa::path(get, path = "/v1/connections", tag = "connections", params(ListQuery),
     responses((status = 200, body = ConnectionList), (status = 400, body = Problem)), security(("api_key" = [])))]
@@ -36,36 +33,9 @@ pub async fn list(
     auth: Auth,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<ConnectionList>, ApiError> {
-    let status = match q.status.as_deref() {
-        None => None,
-        Some(v) => Some(ConnectionStatus::parse(v).ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_request",
-                "`status` must be active, needs_reauthorization or revoked",
-            )
-        })?),
-    };
-    let after_id = match q.cursor.as_deref() {
-        None | Some("") => None,
-        Some(c) => Some(
-            B64.decode(c)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid_cursor",
-                        "`cursor` is not a cursor this API returned",
-                    )
-                })?,
-        ),
-    };
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_request",
-            "`limit` must be between 1 and 500",
-        ));
-    }
+    let status = super::params::status(q.status.as_deref())?;
+    let after_id = super::params::decode_cursor(q.cursor.as_deref())?;
+    let limit = super::params::limit(q.limit, 100, 500)?;
     let filter = ConnectionFilter {
         application_id: q.application_id,
         user_id: q.user_id,
@@ -78,7 +48,7 @@ pub async fn list(
     let mut rows = s.broker.list_connections(&auth.0, filter).await?;
     let next_cursor = if rows.len() > limit as usize {
         rows.truncate(limit as usize);
-        rows.last().map(|c| B64.encode(c.id.as_bytes()))
+        rows.last().map(|c| super::params::encode_cursor(&c.id))
     } else {
         None
     };

@@ -7,14 +7,10 @@ use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use base64::Engine;
 use keyway_core::clock::rfc3339;
 use keyway_core::governance::{InventoryFilter, InventoryRow};
-use keyway_core::model::ConnectionStatus;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-
-const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -176,15 +172,7 @@ pub async fn inventory(
     auth: Auth,
     ApiQuery(q): ApiQuery<InventoryQuery>,
 ) -> Result<Response, ApiError> {
-    let status = match q.status.as_deref() {
-        None => None,
-        Some(v) => Some(ConnectionStatus::parse(v).ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_request",
-                "`status` must be active, needs_reauthorization or revoked",
-            )
-        })?),
-    };
+    let status = super::params::status(q.status.as_deref())?;
     let csv = match q.format.as_deref() {
         None | Some("json") => false,
         Some("csv") => true,
@@ -195,27 +183,8 @@ pub async fn inventory(
             ))
         }
     };
-    let after_id = match q.cursor.as_deref() {
-        None | Some("") => None,
-        Some(c) => Some(
-            B64.decode(c)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid_cursor",
-                        "`cursor` is not a cursor this API returned",
-                    )
-                })?,
-        ),
-    };
-    let limit = q.limit.unwrap_or(1000);
-    if !(1..=10_000).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_request",
-            "`limit` must be between 1 and 10000",
-        ));
-    }
+    let after_id = super::params::decode_cursor(q.cursor.as_deref())?;
+    let limit = super::params::limit(q.limit, 1000, 10_000)?;
     let mut filter = InventoryFilter {
         application_id: q.application_id,
         integration: q.integration,
@@ -240,7 +209,7 @@ pub async fn inventory(
     let (rows, next) = s.broker.inventory(&auth.0, filter).await?;
     Ok(Json(InventoryList {
         data: rows.iter().map(InventoryItem::from).collect(),
-        next_cursor: next.map(|n| B64.encode(n)),
+        next_cursor: next.map(|n| super::params::encode_cursor(&n)),
     })
     .into_response())
 }
@@ -327,13 +296,7 @@ pub async fn audit(
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<AuditList>, ApiError> {
     auth.require_admin()?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_request",
-            "`limit` must be between 1 and 1000",
-        ));
-    }
+    let limit = super::params::limit(q.limit, 100, 1000)?;
     let after = q.after_seq.unwrap_or(0);
     if after < 0 {
         return Err(ApiError::bad_request(

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod connect;
 pub mod connections;
 pub mod governance;
+pub mod params;
 pub mod tokens;
 pub mod types;
 pub mod webhooks;

@@ -147,13 +147,7 @@ pub async fn deliveries(
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<DeliveriesQuery>,
 ) -> Result<Json<Vec<DeliveryView>>, ApiError> {
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_request",
-            "`limit` must be between 1 and 500",
-        ));
-    }
+    let limit = super::params::limit(q.limit, 100, 500)?;
     let hook = s.broker.webhook_for(auth.0.application_id(), &id).await?;
     let list = s.broker.webhook_deliveries(&hook.id, limit).await?;
     Ok(Json(list.iter().map(DeliveryView::from).collect()))

@@ -38,24 +38,7 @@ async fn keep_alive_and_callers_never_refresh_twice() {
         let kw = kw.clone();
         tokio::spawn(async move { kw.broker.keep_alive().await.expect("keep-alive") })
     };
-    let mut tasks = Vec::new();
-    for _ in 0..50 {
-        let (kw, app) = (kw.clone(), app.clone());
-        tasks.push(tokio::spawn(
-            async move { kw.token(&app, "u1", "acme").await },
-        ));
-    }
-    let mut tokens = std::collections::HashSet::new();
-    for t in tasks {
-        let r = t.await.expect("task");
-        assert_eq!(r.status, 200, "{}", r.body);
-        tokens.insert(
-            r.body["access_token"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
-        );
-    }
+    let tokens = keyway_testkit::token_storm(&kw, &app, "u1", "acme", 50).await;
     ka.await.expect("keep-alive task");
     assert_eq!(
         fake.refreshes(),

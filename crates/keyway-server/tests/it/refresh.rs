@@ -15,25 +15,7 @@ async fn storm_of_500_calls_on_an_expired_rotating_connection_refreshes_once() {
     fake.set_refresh_delay(std::time::Duration::from_millis(100));
     kw.clock.advance(Duration::hours(2));
     let kw = Arc::new(kw);
-    let mut tasks = Vec::new();
-    for _ in 0..500 {
-        let kw = kw.clone();
-        let app = app.clone();
-        tasks.push(tokio::spawn(
-            async move { kw.token(&app, "u1", "acme").await },
-        ));
-    }
-    let mut tokens = HashSet::new();
-    for t in tasks {
-        let r = t.await.expect("task");
-        assert_eq!(r.status, 200, "{}", r.body);
-        tokens.insert(
-            r.body["access_token"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
-        );
-    }
+    let tokens = keyway_testkit::token_storm(&kw, &app, "u1", "acme", 500).await;
     assert_eq!(fake.refreshes(), 1, "exactly one upstream refresh (R1)");
     assert_eq!(tokens.len(), 1, "every caller got the new token");
 }
@@ -248,24 +230,7 @@ async fn short_lived_tokens_refresh_once_per_half_life() {
     kw.clock.advance(Duration::seconds(20));
     fake.set_refresh_delay(std::time::Duration::from_millis(50));
     let kw = Arc::new(kw);
-    let mut tasks = Vec::new();
-    for _ in 0..100 {
-        let (kw, app) = (kw.clone(), app.clone());
-        tasks.push(tokio::spawn(
-            async move { kw.token(&app, "u1", "acme").await },
-        ));
-    }
-    let mut tokens = HashSet::new();
-    for t in tasks {
-        let r = t.await.expect("task");
-        assert_eq!(r.status, 200, "{}", r.body);
-        tokens.insert(
-            r.body["access_token"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
-        );
-    }
+    let tokens = keyway_testkit::token_storm(&kw, &app, "u1", "acme", 100).await;
     assert_eq!(fake.refreshes(), 1);
     assert_eq!(tokens.len(), 1);
 }
