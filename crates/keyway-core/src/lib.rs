@@ -19,6 +19,7 @@ pub mod keepalive;
 pub mod model;
 pub mod oauth;
 pub mod outbound;
+pub mod proxy;
 pub mod secret;
 pub mod store;
 pub mod tokens;

@@ -92,6 +92,11 @@ fn render(
     Ok(url)
 }
 
+/// Renders a provider URL template with the integration's settings (for API bases).
+pub fn render_public(ctx: &ProviderCtx<'_>, field: &str, template: &str) -> Result<Url, CoreError> {
+    render(ctx, field, template, &[])
+}
+
 /// Tenant setting values end up in host names: letters, digits, `-`, `.` and `_` only.
 /// An optional `:port` is accepted for self-hosted and test servers.
 pub fn valid_setting_value(v: &str) -> bool {

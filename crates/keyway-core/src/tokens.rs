@@ -49,7 +49,7 @@ pub struct TokenRequest {
 #[derive(Clone)]
 pub(crate) struct CachedToken {
     connection_id: String,
-    access_token: Secret,
+    pub(crate) access_token: Secret,
     token_type: String,
     expires_at: Option<OffsetDateTime>,
     scopes: Vec<String>,
@@ -274,6 +274,13 @@ impl Broker {
                 reconnect_url: None,
             }),
         }
+    }
+
+    pub(crate) fn open_cached_pub(
+        &self,
+        conn: &Connection,
+    ) -> Result<(CachedToken, Option<Secret>), CoreError> {
+        self.open_cached(conn)
     }
 
     fn open_cached(&self, conn: &Connection) -> Result<(CachedToken, Option<Secret>), CoreError> {

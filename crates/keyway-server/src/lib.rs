@@ -130,6 +130,11 @@ pub fn router_with(state: AppState, extra: Option<Router<AppState>>) -> Router {
             axum::routing::delete(api::webhooks::delete),
         )
         .route("/webhooks/{id}/deliveries", get(api::webhooks::deliveries))
+        .route(
+            "/proxy/{integration}/{*path}",
+            axum::routing::any(api::proxy::proxy)
+                .layer(DefaultBodyLimit::max(keyway_core::proxy::MAX_PROXY_BODY)),
+        )
         .fallback(ops::not_found);
     let mut app = Router::new()
         .nest("/v1", v1)

@@ -135,6 +135,7 @@ impl FakeProvider {
             .route("/revoke", post(revoke))
             .route("/applications/{client_id}/grant", delete(github_revoke))
             .route("/me", get(me).post(me))
+            .route("/api/{*rest}", axum::routing::any(api))
             .with_state(state.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -272,6 +273,10 @@ instance_url = "instance_url"
         let mut d = self.state.data.lock().expect("lock");
         d.refresh.clear();
         d.access.clear();
+    }
+    /// Invalidates every access token but keeps refresh tokens (an early revocation).
+    pub fn expire_access_tokens(&self) {
+        self.state.data.lock().expect("lock").access.clear();
     }
     pub fn set_expires_in(&self, v: Option<u64>) {
         *self.state.expires_in.lock().expect("lock") = v;
@@ -561,4 +566,58 @@ async fn me(State(s): State<Arc<FakeState>>, headers: HeaderMap) -> Response {
         Some(a) => Json(json!({"id": format!("id-{a}"), "name": format!("Account {a}"), "login": format!("login-{a}")})).into_response(),
         None => (StatusCode::UNAUTHORIZED, Json(json!({"error": "invalid_token"}))).into_response(),
     }
+}
+
+/// The provider's "API": echoes what arrived (never the token itself), after checking it.
+async fn api(
+    State(s): State<Arc<FakeState>>,
+    Path(rest): Path<String>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let t = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let account = s.data.lock().expect("lock").access.get(t).cloned();
+    let Some(account) = account else {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "invalid_token"})),
+        )
+            .into_response();
+    };
+    match rest.as_str() {
+        "redirect" => {
+            return (
+                StatusCode::FOUND,
+                [(header::LOCATION, "https://evil.example/steal")],
+            )
+                .into_response()
+        }
+        "big" => return (StatusCode::OK, vec![b'x'; 5 * 1024 * 1024]).into_response(),
+        _ => {}
+    }
+    let names: Vec<String> = headers.keys().map(|k| k.as_str().to_string()).collect();
+    (
+        StatusCode::OK,
+        [
+            ("x-upstream", "fake"),
+            ("set-cookie", "upstream=1"),
+            ("connection", "close"),
+        ],
+        Json(json!({
+            "account": account,
+            "method": method.as_str(),
+            "path": uri.path(),
+            "query": uri.query(),
+            "body": String::from_utf8_lossy(&body),
+            "header_names": names,
+            "x_custom": headers.get("x-custom").and_then(|v| v.to_str().ok()),
+        })),
+    )
+        .into_response()
 }

@@ -5,6 +5,7 @@ pub mod connect;
 pub mod connections;
 pub mod governance;
 pub mod params;
+pub mod proxy;
 pub mod tokens;
 pub mod types;
 pub mod webhooks;

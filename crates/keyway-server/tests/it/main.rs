@@ -9,6 +9,7 @@ mod governance;
 mod isolation;
 mod keepalive;
 mod ops;
+mod proxy;
 mod refresh;
 mod security;
 mod webhooks;
