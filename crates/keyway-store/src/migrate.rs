@@ -2,7 +2,7 @@
 //! inside one transaction each, recorded in `schema_migrations`.
 
 use keyway_core::StoreError;
-use sqlx::SqlitePool;
+use sqlx::SqliteConnection;
 
 pub(crate) const SQLITE: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
@@ -13,15 +13,17 @@ pub(crate) const SQLITE: &[(i64, &str)] = &[
     (3, include_str!("../migrations/sqlite/0003_webhooks.sql")),
 ];
 
-pub(crate) async fn run_sqlite(pool: &SqlitePool) -> Result<u32, StoreError> {
+/// Runs on one connection, before the pool opens others: a migration's write lock must
+/// not meet other connections of this process still running their start-up pragmas.
+/// Other processes starting at the same time wait on `BEGIN IMMEDIATE`.
+pub(crate) async fn run_sqlite(conn: &mut SqliteConnection) -> Result<u32, StoreError> {
     let err = |e: sqlx::Error| StoreError::Other(format!("migration: {e}"));
     sqlx::raw_sql("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
-        .execute(pool)
+        .execute(&mut *conn)
         .await
         .map_err(err)?;
     let mut applied = 0;
     for (version, sql) in SQLITE {
-        let mut conn = pool.acquire().await.map_err(err)?;
         // IMMEDIATE takes the write lock first, so two processes cannot both apply it.
         sqlx::raw_sql("BEGIN IMMEDIATE")
             .execute(&mut *conn)

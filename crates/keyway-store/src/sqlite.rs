@@ -186,6 +186,14 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true)
             .pragma("temp_store", "memory");
+        let in_memory = opts.get_filename().to_string_lossy().contains(":memory:") || max == 1;
+        if !in_memory {
+            // Migrate on a lone connection first; an in-memory database exists only in
+            // the pool's one connection, so it is migrated there.
+            let mut conn = sqlx::ConnectOptions::connect(&opts).await.map_err(db_err)?;
+            crate::migrate::run_sqlite(&mut conn).await?;
+            sqlx::Connection::close(conn).await.map_err(db_err)?;
+        }
         let pool = SqlitePoolOptions::new()
             .max_connections(max)
             .min_connections(1)
@@ -195,7 +203,10 @@ impl SqliteStore {
             .connect_with(opts)
             .await
             .map_err(db_err)?;
-        crate::migrate::run_sqlite(&pool).await?;
+        if in_memory {
+            let mut conn = pool.acquire().await.map_err(db_err)?;
+            crate::migrate::run_sqlite(&mut conn).await?;
+        }
         Ok(Self {
             pool,
             audit_head: Default::default(),

@@ -87,6 +87,9 @@ pub async fn run(raw: RawConfig, args: ServeArgs) -> Result<()> {
         }
         bail!("unsupported database URL scheme in KEYWAY_DATABASE_URL (expected postgres://)");
     }
+    if raw.admin_key.as_ref().is_some_and(|k| k.len() < 32) {
+        bail!("KEYWAY_ADMIN_KEY must be at least 32 characters");
+    }
     let master_key = read_master_key(&raw, &data_dir, args.dev)?;
     let previous = raw
         .previous_master_keys
