@@ -15,6 +15,7 @@ pub mod connections;
 pub mod error;
 pub mod governance;
 pub mod ids;
+pub mod import;
 pub mod keepalive;
 pub mod model;
 pub mod oauth;

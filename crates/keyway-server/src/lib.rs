@@ -112,6 +112,10 @@ pub fn router_with(state: AppState, extra: Option<Router<AppState>>) -> Router {
         .route("/token", post(api::tokens::issue))
         .route("/connections", get(api::connections::list))
         .route(
+            "/connections/import",
+            post(api::import::import).layer(DefaultBodyLimit::max(4 * 1024 * 1024)),
+        )
+        .route(
             "/connections/{id}",
             get(api::connections::get)
                 .patch(api::connections::patch)

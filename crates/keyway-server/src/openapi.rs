@@ -1,7 +1,7 @@
 //! The OpenAPI document, generated from the handlers' annotations. A golden-file test
 //! keeps `docs/openapi.json` equal to it, so contract changes show up in review.
 
-use crate::api::{admin, connect, connections, governance, proxy, tokens, types, webhooks};
+use crate::api::{admin, connect, connections, governance, import, proxy, tokens, types, webhooks};
 use crate::error::Problem;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -32,7 +32,7 @@ impl Modify for ApiKeyAuth {
         admin::list_providers, admin::reseal,
         connect::create_session, connect::authorize,
         tokens::issue,
-        connections::list, connections::get, connections::patch, connections::delete,
+        connections::list, connections::get, connections::patch, connections::delete, import::import,
         governance::inventory, governance::offboard, governance::audit, governance::verify,
         proxy::proxy_doc,
         webhooks::create, webhooks::list, webhooks::delete, webhooks::deliveries,

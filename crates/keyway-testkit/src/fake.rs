@@ -274,6 +274,17 @@ instance_url = "instance_url"
         d.refresh.clear();
         d.access.clear();
     }
+    /// A token pair the fake accepts, as if issued to another client earlier (imports).
+    pub fn mint(&self, account: &str) -> (String, String) {
+        let mut d = self.state.data.lock().expect("lock");
+        let (a, r) = (token("at_"), token("rt_"));
+        d.access.insert(a.clone(), account.to_string());
+        d.refresh.insert(r.clone(), account.to_string());
+        d.issued.push(a.clone());
+        d.issued.push(r.clone());
+        (a, r)
+    }
+
     /// Invalidates every access token but keeps refresh tokens (an early revocation).
     pub fn expire_access_tokens(&self) {
         self.state.data.lock().expect("lock").access.clear();

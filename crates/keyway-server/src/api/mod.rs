@@ -4,6 +4,7 @@ pub mod admin;
 pub mod connect;
 pub mod connections;
 pub mod governance;
+pub mod import;
 pub mod params;
 pub mod proxy;
 pub mod tokens;

@@ -6,6 +6,7 @@ mod connect;
 mod dev;
 mod golden;
 mod governance;
+mod import;
 mod isolation;
 mod keepalive;
 mod ops;
