@@ -230,12 +230,25 @@ impl Broker {
                 user_id: session.user_id.clone(),
                 organization_id: session.organization_id.clone(),
                 integration: slug.clone(),
+                selector: None,
             };
-            let conn = self
-                .store
-                .find_connection(&key)
-                .await?
-                .filter(|c| c.status != ConnectionStatus::Revoked);
+            let conns = self.store.find_connections(&key).await?;
+            // One line per integration: the connection needing attention first, and every
+            // connected account named.
+            let mut conn = conns
+                .iter()
+                .find(|c| c.status == ConnectionStatus::NeedsReauthorization)
+                .or(conns.first())
+                .cloned();
+            if conns.len() > 1 {
+                if let Some(c) = conn.as_mut() {
+                    let names: Vec<String> = conns
+                        .iter()
+                        .filter_map(|c| c.account_name.clone().or(c.account_id.clone()))
+                        .collect();
+                    c.account_name = Some(names.join(", "));
+                }
+            }
             let configured = crate::oauth::requested_scopes(&self.provider_ctx(&integration)?);
             let missing = conn
                 .as_ref()
@@ -529,9 +542,17 @@ impl Broker {
             user_id: p.user_id.clone(),
             organization_id: p.organization_id.clone(),
             integration: p.integration.clone(),
+            selector: None,
         };
         for _ in 0..3 {
-            let existing = self.store.find_connection(&key).await?;
+            // Reconnecting the same provider account updates its connection; another
+            // account (a second Slack workspace) is a connection of its own.
+            let existing = self
+                .store
+                .find_connections(&key)
+                .await?
+                .into_iter()
+                .find(|c| c.account_id == set.account_id);
             let now = self.clock.now();
             let id = existing
                 .as_ref()
@@ -592,6 +613,7 @@ impl Broker {
             match self.store.save_grant(&conn, &[event]).await {
                 Ok(()) => {
                     self.cache.forget_connection(&id);
+                    self.cache.forget_owner(&key);
                     return Ok(conn);
                 }
                 Err(crate::error::StoreError::Conflict(_)) => continue,

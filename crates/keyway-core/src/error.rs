@@ -22,6 +22,14 @@ pub enum CoreError {
     /// The connection was disconnected.
     #[error("connection {connection_id} was revoked")]
     Revoked { connection_id: String },
+    /// Several connections match and the call did not say which (`409 ambiguous_connection`).
+    #[error(
+        "the user has several connections to {integration}; name one with connection_id or label"
+    )]
+    Ambiguous {
+        integration: String,
+        choices: Vec<crate::model::ConnectionChoice>,
+    },
     /// The provider failed transiently and no valid token is at hand (R3).
     #[error("{provider} is unavailable; try again shortly")]
     ProviderUnavailable {

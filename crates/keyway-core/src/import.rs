@@ -72,13 +72,8 @@ impl Broker {
             user_id: req.user_id.clone(),
             organization_id: req.organization_id.clone(),
             integration: req.integration.clone(),
+            selector: None,
         };
-        if self.store.find_connection(&key).await?.is_some() {
-            return Err(CoreError::Conflict {
-                code: "connection_exists",
-                detail: "this user already has a connection to this integration".into(),
-            });
-        }
         let now = self.clock.now();
         if req.expires_at.is_some_and(|e| e <= now) && req.refresh_token.is_none() {
             return Err(CoreError::invalid(
@@ -113,6 +108,22 @@ impl Broker {
                     (account_id, account_name, validated) = (id, name, Some(now));
                 }
             }
+        }
+        // One connection per provider account: importing the same account again is a
+        // conflict, another account is a connection of its own.
+        if self
+            .store
+            .find_connections(&key)
+            .await?
+            .iter()
+            .any(|c| c.account_id == account_id)
+        {
+            return Err(CoreError::Conflict {
+                code: "connection_exists",
+                detail:
+                    "this user already has a connection to this integration and provider account"
+                        .into(),
+            });
         }
         let id = new_id("conn");
         let set = oauth::TokenSet {
@@ -167,7 +178,10 @@ impl Broker {
                 "has_refresh_token": req.refresh_token.is_some(),
             }));
         match self.store.save_grant(&conn, &[event]).await {
-            Ok(()) => Ok(conn),
+            Ok(()) => {
+                self.cache.forget_owner(&key);
+                Ok(conn)
+            }
             Err(crate::StoreError::Conflict(_)) => Err(CoreError::Conflict {
                 code: "connection_exists",
                 detail: "this user already has a connection to this integration".into(),

@@ -107,12 +107,7 @@ impl Broker {
 
     /// Refreshes a candidate unless someone else did since it was read.
     async fn refresh_ahead(&self, candidate: &Connection) -> Outcome {
-        let key = ConnectionKey {
-            application_id: candidate.application_id.clone(),
-            user_id: candidate.user_id.clone(),
-            organization_id: candidate.organization_id.clone(),
-            integration: candidate.integration.clone(),
-        };
+        let key = ConnectionKey::of(candidate);
         let lock = self.flight(&candidate.id);
         let result = async {
             let _guard = lock.lock().await;

@@ -145,13 +145,44 @@ pub struct Connection {
     pub revocation: Option<RevocationOutcome>,
 }
 
-/// The (application, user, organization, integration) key: one connection each.
+/// The (application, user, organization, integration) key. A user may hold several
+/// connections under one key, one per provider account; `selector` names one of them
+/// (`id:<connection id>` or `label:<label>`), and the store ignores it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ConnectionKey {
     pub application_id: String,
     pub user_id: String,
     pub organization_id: Option<String>,
     pub integration: String,
+    pub selector: Option<String>,
+}
+
+impl ConnectionKey {
+    /// The key that names exactly this connection.
+    pub fn of(c: &Connection) -> Self {
+        Self {
+            application_id: c.application_id.clone(),
+            user_id: c.user_id.clone(),
+            organization_id: c.organization_id.clone(),
+            integration: c.integration.clone(),
+            selector: Some(format!("id:{}", c.id)),
+        }
+    }
+
+    pub fn same_owner(&self, other: &Self) -> bool {
+        self.application_id == other.application_id
+            && self.user_id == other.user_id
+            && self.organization_id == other.organization_id
+            && self.integration == other.integration
+    }
+}
+
+/// One of several connections a token call could mean.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionChoice {
+    pub connection_id: String,
+    pub label: Option<String>,
+    pub account_name: Option<String>,
 }
 
 /// Filters for listing connections.

@@ -223,12 +223,7 @@ impl Broker {
         conn: &crate::model::Connection,
         rejected: &Secret,
     ) -> Result<Option<Secret>, CoreError> {
-        let key = ConnectionKey {
-            application_id: conn.application_id.clone(),
-            user_id: conn.user_id.clone(),
-            organization_id: conn.organization_id.clone(),
-            integration: conn.integration.clone(),
-        };
+        let key = ConnectionKey::of(conn);
         let lock = self.flight(&conn.id);
         let result = async {
             let _guard = lock.lock().await;

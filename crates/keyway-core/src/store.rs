@@ -97,14 +97,15 @@ pub trait Store: Send + Sync + 'static {
 
     // Connections.
     async fn get_connection(&self, id: &str) -> Result<Option<Connection>, StoreError>;
-    async fn find_connection(&self, key: &ConnectionKey) -> Result<Option<Connection>, StoreError>;
+    /// The live (not revoked) connections for a key, oldest first: one per provider account.
+    async fn find_connections(&self, key: &ConnectionKey) -> Result<Vec<Connection>, StoreError>;
     async fn list_connections(
         &self,
         filter: &ConnectionFilter,
     ) -> Result<Vec<Connection>, StoreError>;
     /// Inserts a new connection or replaces the grant of the one with the same id (a
     /// reconnect): tokens, scopes, account, status `active`, `token_version` + 1.
-    /// [`StoreError::Conflict`] if another connection holds the same key.
+    /// [`StoreError::Conflict`] if another connection holds the same key and provider account.
     async fn save_grant(
         &self,
         connection: &Connection,

@@ -44,6 +44,9 @@ pub struct TokenRequest {
     pub organization_id: Option<String>,
     /// Who asks, for the audit log (`key:<api key id>`).
     pub actor: String,
+    /// Which of several connections (two Slack workspaces): by id or by label.
+    pub connection_id: Option<String>,
+    pub label: Option<String>,
 }
 
 #[derive(Clone)]
@@ -99,6 +102,14 @@ impl TokenCache {
             .unwrap_or_else(|p| p.into_inner())
             .retain(|_, v| v.connection_id != id);
     }
+    /// Drops every entry of a user's key: a new connection may make an unnamed call
+    /// ambiguous.
+    pub(crate) fn forget_owner(&self, key: &ConnectionKey) {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|k, _| !k.same_owner(key));
+    }
 }
 
 /// Counters for `/metrics` and the benchmarks.
@@ -151,6 +162,11 @@ impl Broker {
             user_id: req.user_id.clone(),
             organization_id: req.organization_id.clone(),
             integration: req.integration.clone(),
+            selector: match (&req.connection_id, &req.label) {
+                (Some(id), _) => Some(format!("id:{id}")),
+                (None, Some(l)) => Some(format!("label:{l}")),
+                (None, None) => None,
+            },
         };
         let configured = self.configured_scopes(&integration);
         let now = self.clock.now();
@@ -169,17 +185,48 @@ impl Broker {
                 .await;
             return self.hand_out(req, &cached, &configured).await;
         }
-        let conn =
-            self.store
-                .find_connection(&key)
-                .await?
-                .ok_or_else(|| CoreError::NotInstalled {
-                    integration: req.integration.clone(),
-                })?;
+        let conn = self.resolve_connection(req, &key).await?;
         let cached = self.usable_or_refresh(&key, conn, &req.actor).await?;
         self.note_use(&key, &cached.connection_id, cached.last_used_written, now)
             .await;
         self.hand_out(req, &cached, &configured).await
+    }
+
+    /// Which live connection a token call means: the named one, the labelled one, or the
+    /// only one; several without a name is `ambiguous_connection`.
+    async fn resolve_connection(
+        &self,
+        req: &TokenRequest,
+        key: &ConnectionKey,
+    ) -> Result<Connection, CoreError> {
+        let mut conns = self.store.find_connections(key).await?;
+        let not_installed = || CoreError::NotInstalled {
+            integration: req.integration.clone(),
+        };
+        if let Some(id) = &req.connection_id {
+            return conns
+                .into_iter()
+                .find(|c| &c.id == id)
+                .ok_or_else(not_installed);
+        }
+        if let Some(label) = &req.label {
+            conns.retain(|c| c.label.as_deref() == Some(label.as_str()));
+        }
+        match conns.len() {
+            0 => Err(not_installed()),
+            1 => Ok(conns.remove(0)),
+            _ => Err(CoreError::Ambiguous {
+                integration: req.integration.clone(),
+                choices: conns
+                    .iter()
+                    .map(|c| crate::model::ConnectionChoice {
+                        connection_id: c.id.clone(),
+                        label: c.label.clone(),
+                        account_name: c.account_name.clone(),
+                    })
+                    .collect(),
+            }),
+        }
     }
 
     fn configured_scopes(&self, integration: &crate::model::Integration) -> Vec<String> {
@@ -522,6 +569,8 @@ impl Broker {
                     version: conn.token_version + 1,
                     refresh_at: self.refresh_at(sealed.expires_at, now),
                 };
+                // Entries under other selectors (by id, by label, unnamed) hold the old token.
+                self.cache.forget_connection(&conn.id);
                 self.cache.put(key.clone(), cached.clone());
                 Ok(cached)
             }

@@ -25,6 +25,17 @@ pub struct Problem {
     /// For `needs_reauthorization`: a connect link for the user to reconnect.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reconnect_url: Option<String>,
+    /// For `ambiguous_connection`: the connections to choose from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub choices: Option<Vec<ConnectionChoiceView>>,
+}
+
+/// One connection a token call could mean.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ConnectionChoiceView {
+    pub connection_id: String,
+    pub label: Option<String>,
+    pub provider_account_name: Option<String>,
 }
 
 #[derive(Debug)]
@@ -42,6 +53,7 @@ pub struct ErrorExtra {
     pub connection_id: Option<String>,
     pub reconnect_url: Option<String>,
     pub www_authenticate: Option<String>,
+    pub choices: Option<Vec<ConnectionChoiceView>>,
 }
 
 impl ApiError {
@@ -114,6 +126,24 @@ impl From<CoreError> for ApiError {
                 a.extra.reconnect_url = reconnect_url;
                 a
             }
+            CoreError::Ambiguous {
+                integration,
+                choices,
+            } => {
+                let detail = format!("the user has several connections to {integration}; name one with connection_id or label");
+                let mut a = ApiError::new(StatusCode::CONFLICT, "ambiguous_connection", detail);
+                a.extra.choices = Some(
+                    choices
+                        .into_iter()
+                        .map(|c| ConnectionChoiceView {
+                            connection_id: c.connection_id,
+                            label: c.label,
+                            provider_account_name: c.account_name,
+                        })
+                        .collect(),
+                );
+                a
+            }
             e @ CoreError::ProviderUnavailable {
                 retry_after_secs, ..
             } => {
@@ -173,6 +203,7 @@ impl IntoResponse for ApiError {
             code: self.code,
             connection_id: self.extra.connection_id,
             reconnect_url: self.extra.reconnect_url,
+            choices: self.extra.choices,
         };
         let mut resp = (
             self.status,

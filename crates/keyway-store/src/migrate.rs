@@ -11,6 +11,10 @@ pub(crate) const SQLITE: &[(i64, &str)] = &[
         include_str!("../migrations/sqlite/0002_audit_and_retries.sql"),
     ),
     (3, include_str!("../migrations/sqlite/0003_webhooks.sql")),
+    (
+        4,
+        include_str!("../migrations/sqlite/0004_labelled_connections.sql"),
+    ),
 ];
 
 /// Runs on one connection, before the pool opens others: a migration's write lock must

@@ -518,16 +518,18 @@ impl Store for SqliteStore {
         row.as_ref().map(rows::connection).transpose()
     }
 
-    async fn find_connection(&self, k: &ConnectionKey) -> Result<Option<Connection>, StoreError> {
-        let row = sqlx::query("SELECT * FROM connections WHERE application_id = ? AND user_id = ? AND org_key = ? AND integration = ? AND status <> 'revoked'")
-            .bind(&k.application_id)
-            .bind(&k.user_id)
-            .bind(k.organization_id.as_deref().unwrap_or(""))
-            .bind(&k.integration)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_err)?;
-        row.as_ref().map(rows::connection).transpose()
+    async fn find_connections(&self, k: &ConnectionKey) -> Result<Vec<Connection>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM connections WHERE application_id = ? AND user_id = ? AND org_key = ? AND integration = ? AND status <> 'revoked' ORDER BY created_at, id",
+        )
+        .bind(&k.application_id)
+        .bind(&k.user_id)
+        .bind(k.organization_id.as_deref().unwrap_or(""))
+        .bind(&k.integration)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(rows::connection).collect()
     }
 
     async fn list_connections(&self, f: &ConnectionFilter) -> Result<Vec<Connection>, StoreError> {
@@ -568,14 +570,14 @@ impl Store for SqliteStore {
     async fn save_grant(&self, c: &Connection, audit: &[AuditEvent]) -> Result<(), StoreError> {
         let t = c.tokens.as_ref();
         let q = sqlx::query(
-            "INSERT INTO connections (id, application_id, user_id, organization_id, org_key, integration, provider, status, scopes, account_id, account_name, metadata, owner, purpose, label, access_token, refresh_token, token_type, expires_at, token_version, created_at, updated_at, last_used_at, last_refreshed_at, last_validated_at)
-             VALUES (?,?,?,?,?,?,?,'active',?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+            "INSERT INTO connections (id, application_id, user_id, organization_id, org_key, integration, provider, status, scopes, account_id, account_name, metadata, owner, purpose, label, access_token, refresh_token, token_type, expires_at, token_version, created_at, updated_at, last_used_at, last_refreshed_at, last_validated_at, account_key)
+             VALUES (?,?,?,?,?,?,?,'active',?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
              ON CONFLICT(id) DO UPDATE SET status = 'active', scopes = excluded.scopes, account_id = excluded.account_id,
                account_name = excluded.account_name, metadata = excluded.metadata, owner = excluded.owner, purpose = excluded.purpose,
                label = excluded.label, access_token = excluded.access_token, refresh_token = excluded.refresh_token,
                token_type = excluded.token_type, expires_at = excluded.expires_at, token_version = connections.token_version + 1,
                lease_holder = NULL, lease_until = NULL, lease_fence = connections.lease_fence + 1, revocation = NULL, revoked_at = NULL,
-               updated_at = excluded.updated_at, last_validated_at = excluded.last_validated_at",
+               updated_at = excluded.updated_at, last_validated_at = excluded.last_validated_at, account_key = excluded.account_key",
         )
         .bind(&c.id)
         .bind(&c.application_id)
@@ -600,7 +602,8 @@ impl Store for SqliteStore {
         .bind(ms(c.updated_at))
         .bind(c.last_used_at.map(ms))
         .bind(c.last_refreshed_at.map(ms))
-        .bind(c.last_validated_at.map(ms));
+        .bind(c.last_validated_at.map(ms))
+        .bind(c.account_id.as_deref().unwrap_or(""));
         self.write_audited(q, audit).await.map(|_| ())
     }
 

@@ -194,9 +194,14 @@ async fn one_live_connection_per_key_and_tombstones_stay() {
         user_id: "u".into(),
         organization_id: None,
         integration: "acme".into(),
+        selector: None,
     };
     assert_eq!(
-        s.find_connection(&key).await.expect("q").map(|c| c.id),
+        s.find_connections(&key)
+            .await
+            .expect("q")
+            .first()
+            .map(|c| c.id.clone()),
         Some("c2".into())
     );
 }
@@ -351,6 +356,8 @@ async fn r2_invalid_grant_after_a_concurrent_write_is_a_race_not_a_dead_grant() 
         user_id: "u".into(),
         organization_id: None,
         actor: "key:test".into(),
+        connection_id: None,
+        label: None,
     };
     let t = broker
         .issue_token(&req)

@@ -58,7 +58,9 @@ struct Data {
     /// Every access and refresh token ever issued.
     issued: Vec<String>,
     script: VecDeque<Scripted>,
-    accounts_seq: u64,
+    /// The account the next sign-ins get, like a person choosing an account at the
+    /// provider (default `acct1`).
+    account: Option<String>,
 }
 
 pub struct Counters {
@@ -274,6 +276,11 @@ instance_url = "instance_url"
         d.refresh.clear();
         d.access.clear();
     }
+    /// Sign-ins from now on are for this provider account (a second Slack workspace).
+    pub fn sign_in_as(&self, account: &str) {
+        self.state.data.lock().expect("lock").account = Some(account.to_string());
+    }
+
     /// A token pair the fake accepts, as if issued to another client earlier (imports).
     pub fn mint(&self, account: &str) -> (String, String) {
         let mut d = self.state.data.lock().expect("lock");
@@ -333,14 +340,13 @@ async fn authorize(
         } else {
             let code = token("code_");
             let mut d = s.data.lock().expect("lock");
-            d.accounts_seq += 1;
             let challenge = q.get("code_challenge").cloned();
             if challenge.is_some()
                 && q.get("code_challenge_method").map(String::as_str) != Some("S256")
             {
                 return (StatusCode::BAD_REQUEST, "S256 only").into_response();
             }
-            let account = format!("acct{}", d.accounts_seq);
+            let account = d.account.clone().unwrap_or_else(|| "acct1".into());
             d.codes.insert(
                 code.clone(),
                 Code {

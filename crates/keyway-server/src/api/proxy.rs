@@ -61,6 +61,8 @@ pub async fn proxy(
                 user_id,
                 organization_id: header(&headers, "keyway-organization-id"),
                 actor: auth.0.actor(),
+                connection_id: header(&headers, "keyway-connection-id"),
+                label: header(&headers, "keyway-connection-label"),
             },
             method: method.to_string(),
             path: raw_path,

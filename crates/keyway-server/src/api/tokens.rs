@@ -31,6 +31,8 @@ pub async fn issue(
         ("integration", Some(&b.integration)),
         ("user_id", Some(&b.user_id)),
         ("organization_id", b.organization_id.as_ref()),
+        ("connection_id", b.connection_id.as_ref()),
+        ("label", b.label.as_ref()),
     ] {
         if let Some(v) = v {
             if v.is_empty() || v.len() > MAX_ID_LEN {
@@ -44,6 +46,8 @@ pub async fn issue(
     let actor = auth.0.actor();
     let req = TokenRequest {
         actor,
+        connection_id: b.connection_id,
+        label: b.label,
         application_id: app,
         integration: b.integration,
         user_id: b.user_id,

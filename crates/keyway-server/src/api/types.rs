@@ -228,6 +228,12 @@ pub struct TokenBody {
     pub user_id: String,
     #[serde(default)]
     pub organization_id: Option<String>,
+    /// Which connection, when the user has several (two Slack workspaces).
+    #[serde(default)]
+    pub connection_id: Option<String>,
+    /// Or which label (defaults to the provider account name).
+    #[serde(default)]
+    pub label: Option<String>,
     #[serde(default)]
     pub application_id: Option<String>,
 }

@@ -78,11 +78,12 @@ async fn an_imported_connection_is_validated_used_refreshed_and_audited() {
 async fn bulk_json_lines_report_per_line() {
     let (kw, fake, app) = setup(Flavor::Standard).await;
     let (a1, r1) = fake.mint("one");
+    let (a1b, r1b) = fake.mint("one");
     let (a2, r2) = fake.mint("two");
     let lines = vec![
         json!({"user_id": "u1", "integration": "acme", "access_token": a1, "refresh_token": r1}).to_string(),
         "{not json".to_string(),
-        json!({"user_id": "u1", "integration": "acme", "access_token": a2, "refresh_token": r2}).to_string(),
+        json!({"user_id": "u1", "integration": "acme", "access_token": a1b, "refresh_token": r1b}).to_string(),
         json!({"user_id": "u2", "integration": "acme", "access_token": "at_forged", "refresh_token": "rt_forged"}).to_string(),
         json!({"user_id": "u3", "integration": "nope", "access_token": a2}).to_string(),
         json!({"user_id": "u4", "integration": "acme", "access_token": a2, "refresh_token": r2}).to_string(),

@@ -9,6 +9,7 @@ mod governance;
 mod import;
 mod isolation;
 mod keepalive;
+mod labels;
 mod ops;
 mod proxy;
 mod refresh;
