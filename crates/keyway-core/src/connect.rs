@@ -24,6 +24,8 @@ pub struct NewConnectSession {
     pub return_url: Option<String>,
     pub owner: Option<String>,
     pub purpose: Option<String>,
+    /// Connect for the organization, shared with its members (needs `organization_id`).
+    pub shared: bool,
 }
 
 /// Who a flow connects for, and where it returns.
@@ -37,6 +39,7 @@ pub struct FlowTarget {
     pub return_url: Option<String>,
     pub owner: Option<String>,
     pub purpose: Option<String>,
+    pub shared: bool,
 }
 
 /// The query of `GET /oauth/callback`.
@@ -145,6 +148,12 @@ impl Broker {
         check_text("owner", &input.owner)?;
         check_text("purpose", &input.purpose)?;
         self.check_return_url(&app, &input.return_url)?;
+        if input.shared && input.organization_id.is_none() {
+            return Err(CoreError::invalid(
+                "invalid_request",
+                "a shared connection needs `organization_id`",
+            ));
+        }
         if let Some(list) = &input.integrations {
             if list.is_empty() {
                 return Err(CoreError::invalid(
@@ -170,6 +179,7 @@ impl Broker {
             purpose: input.purpose,
             expires_at: now + self.settings.connect_session_ttl,
             created_at: now,
+            shared: input.shared,
         };
         self.store.insert_connect_session(&session).await?;
         let url = format!("{}/connect/{}", self.settings.public_url, token);
@@ -232,7 +242,14 @@ impl Broker {
                 integration: slug.clone(),
                 selector: None,
             };
-            let conns = self.store.find_connections(&key).await?;
+            let conns = match (&session.organization_id, session.shared) {
+                (Some(org), true) => {
+                    self.store
+                        .find_shared_connections(&app.id, org, &slug)
+                        .await?
+                }
+                _ => self.store.find_connections(&key).await?,
+            };
             // One line per integration: the connection needing attention first, and every
             // connected account named.
             let mut conn = conns
@@ -355,6 +372,7 @@ impl Broker {
             owner: target.owner,
             purpose: target.purpose,
             expires_at: self.clock.now() + self.settings.state_ttl,
+            shared: target.shared,
         };
         self.store.insert_pending_authorization(&pending).await?;
         Ok(url)
@@ -547,10 +565,15 @@ impl Broker {
         for _ in 0..3 {
             // Reconnecting the same provider account updates its connection; another
             // account (a second Slack workspace) is a connection of its own.
-            let existing = self
-                .store
-                .find_connections(&key)
-                .await?
+            let candidates = match (&p.organization_id, p.shared) {
+                (Some(org), true) => {
+                    self.store
+                        .find_shared_connections(&p.application_id, org, &p.integration)
+                        .await?
+                }
+                _ => self.store.find_connections(&key).await?,
+            };
+            let existing = candidates
                 .into_iter()
                 .find(|c| c.account_id == set.account_id);
             let now = self.clock.now();
@@ -594,6 +617,7 @@ impl Broker {
                 last_validated_at: Some(now),
                 revoked_at: None,
                 revocation: None,
+                shared: p.shared,
             };
             let action = match existing.as_ref().map(|c| c.status) {
                 None => "connection.created",
@@ -609,6 +633,7 @@ impl Broker {
                     "connect_session_id": p.connect_session_id,
                     "owner": conn.owner,
                     "purpose": conn.purpose,
+                    "shared": conn.shared,
                 }));
             match self.store.save_grant(&conn, &[event]).await {
                 Ok(()) => {

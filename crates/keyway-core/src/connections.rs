@@ -320,6 +320,7 @@ impl Broker {
                     user_id: conn.user_id,
                     organization_id: conn.organization_id,
                     integrations: Some(vec![conn.integration]),
+                    shared: conn.shared,
                     ..Default::default()
                 },
             )

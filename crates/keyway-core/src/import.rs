@@ -167,6 +167,7 @@ impl Broker {
             last_validated_at: validated,
             revoked_at: None,
             revocation: None,
+            shared: false,
         };
         let event = AuditEvent::new(now, "connection.imported", actor)
             .connection(&conn)

@@ -143,6 +143,9 @@ pub struct Connection {
     pub revoked_at: Option<OffsetDateTime>,
     /// Result of the provider revocation when the connection was disconnected.
     pub revocation: Option<RevocationOutcome>,
+    /// Connected by `user_id` for the whole organization: every member of it in this
+    /// application may use it (their own connection, if any, wins).
+    pub shared: bool,
 }
 
 /// The (application, user, organization, integration) key. A user may hold several
@@ -212,6 +215,8 @@ pub struct ConnectSession {
     pub purpose: Option<String>,
     pub expires_at: OffsetDateTime,
     pub created_at: OffsetDateTime,
+    /// Connect for the organization, shared with its members.
+    pub shared: bool,
 }
 
 /// A pending authorization: the OAuth `state`, stored by hash, single-use (S4).
@@ -233,6 +238,7 @@ pub struct PendingAuthorization {
     pub owner: Option<String>,
     pub purpose: Option<String>,
     pub expires_at: OffsetDateTime,
+    pub shared: bool,
 }
 
 /// An authorization link from `POST /v1/integrations/{slug}/authorize`, waiting for the

@@ -97,8 +97,16 @@ pub trait Store: Send + Sync + 'static {
 
     // Connections.
     async fn get_connection(&self, id: &str) -> Result<Option<Connection>, StoreError>;
-    /// The live (not revoked) connections for a key, oldest first: one per provider account.
+    /// The user's own live (not revoked, not shared) connections for a key, oldest first:
+    /// one per provider account.
     async fn find_connections(&self, key: &ConnectionKey) -> Result<Vec<Connection>, StoreError>;
+    /// The live organization-shared connections of an organization for an integration.
+    async fn find_shared_connections(
+        &self,
+        application_id: &str,
+        organization_id: &str,
+        integration: &str,
+    ) -> Result<Vec<Connection>, StoreError>;
     async fn list_connections(
         &self,
         filter: &ConnectionFilter,

@@ -34,6 +34,8 @@ pub struct IssuedToken {
     pub expires_at: Option<OffsetDateTime>,
     pub scopes: Vec<String>,
     pub missing_scopes: Vec<String>,
+    /// Served from the organization's shared connection rather than the user's own.
+    pub shared: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -59,6 +61,7 @@ pub(crate) struct CachedToken {
     last_used_written: OffsetDateTime,
     /// The connection's `token_version` this token came with.
     version: i64,
+    shared: bool,
     account_id: Option<String>,
     /// When to refresh ahead of expiry: the refresh-ahead window, but never more than
     /// half the token's lifetime, so short-lived tokens are not refreshed on every call.
@@ -199,18 +202,36 @@ impl Broker {
         req: &TokenRequest,
         key: &ConnectionKey,
     ) -> Result<Connection, CoreError> {
-        let mut conns = self.store.find_connections(key).await?;
+        let personal = self.store.find_connections(key).await?;
+        let shared = match &req.organization_id {
+            Some(org) => {
+                self.store
+                    .find_shared_connections(&req.application_id, org, &req.integration)
+                    .await?
+            }
+            None => Vec::new(),
+        };
         let not_installed = || CoreError::NotInstalled {
             integration: req.integration.clone(),
         };
         if let Some(id) = &req.connection_id {
-            return conns
+            return personal
                 .into_iter()
+                .chain(shared)
                 .find(|c| &c.id == id)
                 .ok_or_else(not_installed);
         }
-        if let Some(label) = &req.label {
-            conns.retain(|c| c.label.as_deref() == Some(label.as_str()));
+        // The documented rule: a user's own connections win; the organization's shared
+        // ones answer only when the user has none (or none with the asked label).
+        let pick = |mut list: Vec<Connection>| {
+            if let Some(label) = &req.label {
+                list.retain(|c| c.label.as_deref() == Some(label.as_str()));
+            }
+            list
+        };
+        let mut conns = pick(personal);
+        if conns.is_empty() {
+            conns = pick(shared);
         }
         match conns.len() {
             0 => Err(not_installed()),
@@ -274,6 +295,7 @@ impl Broker {
                 .filter(|s| !c.scopes.contains(s))
                 .cloned()
                 .collect(),
+            shared: c.shared,
         }
     }
 
@@ -359,6 +381,7 @@ impl Broker {
                 last_used_written: last,
                 account_id: conn.account_id.clone(),
                 version: conn.token_version,
+                shared: conn.shared,
                 refresh_at: self.refresh_at(tokens.expires_at, conn.updated_at),
             },
             refresh,
@@ -567,6 +590,7 @@ impl Broker {
                     last_used_written: current.last_used_written,
                     account_id: conn.account_id.clone(),
                     version: conn.token_version + 1,
+                    shared: conn.shared,
                     refresh_at: self.refresh_at(sealed.expires_at, now),
                 };
                 // Entries under other selectors (by id, by label, unnamed) hold the old token.

@@ -15,6 +15,10 @@ pub(crate) const SQLITE: &[(i64, &str)] = &[
         4,
         include_str!("../migrations/sqlite/0004_labelled_connections.sql"),
     ),
+    (
+        5,
+        include_str!("../migrations/sqlite/0005_shared_connections.sql"),
+    ),
 ];
 
 /// Runs on one connection, before the pool opens others: a migration's write lock must

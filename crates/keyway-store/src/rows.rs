@@ -108,6 +108,7 @@ pub(crate) fn connect_session(row: &SqliteRow) -> Result<ConnectSession, StoreEr
         owner: os(row, "owner")?,
         purpose: os(row, "purpose")?,
         expires_at: t(row, "expires_at")?,
+        shared: row.try_get::<i64, _>("shared").map_err(db_err)? != 0,
         created_at: t(row, "created_at")?,
     })
 }
@@ -141,6 +142,7 @@ pub(crate) fn pending(row: &SqliteRow) -> Result<PendingAuthorization, StoreErro
         return_url: os(row, "return_url")?,
         owner: os(row, "owner")?,
         purpose: os(row, "purpose")?,
+        shared: row.try_get::<i64, _>("shared").map_err(db_err)? != 0,
         expires_at: t(row, "expires_at")?,
     })
 }
@@ -181,6 +183,7 @@ pub(crate) fn connection(row: &SqliteRow) -> Result<Connection, StoreError> {
         last_validated_at: ot(row, "last_validated_at")?,
         revoked_at: ot(row, "revoked_at")?,
         revocation: os(row, "revocation")?.and_then(|r| RevocationOutcome::parse(&r)),
+        shared: row.try_get::<i64, _>("shared").map_err(db_err)? != 0,
     })
 }
 

@@ -396,7 +396,7 @@ impl Store for SqliteStore {
     }
 
     async fn insert_connect_session(&self, c: &ConnectSession) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO connect_sessions (id, token_hash, application_id, user_id, organization_id, integrations, return_url, owner, purpose, expires_at, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)")
+        sqlx::query("INSERT INTO connect_sessions (id, token_hash, application_id, user_id, organization_id, integrations, return_url, owner, purpose, expires_at, created_at, shared) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)")
             .bind(&c.id)
             .bind(&c.token_hash)
             .bind(&c.application_id)
@@ -408,6 +408,7 @@ impl Store for SqliteStore {
             .bind(&c.purpose)
             .bind(ms(c.expires_at))
             .bind(ms(c.created_at))
+            .bind(c.shared)
             .execute(&self.pool)
             .await
             .map_err(db_err)?;
@@ -457,7 +458,7 @@ impl Store for SqliteStore {
         &self,
         p: &PendingAuthorization,
     ) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO pending_authorizations (state_hash, application_id, user_id, organization_id, integration, connect_session_id, browser_hash, pkce_verifier, redirect_uri, return_url, owner, purpose, expires_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)")
+        sqlx::query("INSERT INTO pending_authorizations (state_hash, application_id, user_id, organization_id, integration, connect_session_id, browser_hash, pkce_verifier, redirect_uri, return_url, owner, purpose, expires_at, shared) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
             .bind(&p.state_hash)
             .bind(&p.application_id)
             .bind(&p.user_id)
@@ -471,6 +472,7 @@ impl Store for SqliteStore {
             .bind(&p.owner)
             .bind(&p.purpose)
             .bind(ms(p.expires_at))
+            .bind(p.shared)
             .execute(&self.pool)
             .await
             .map_err(db_err)?;
@@ -520,12 +522,30 @@ impl Store for SqliteStore {
 
     async fn find_connections(&self, k: &ConnectionKey) -> Result<Vec<Connection>, StoreError> {
         let rows = sqlx::query(
-            "SELECT * FROM connections WHERE application_id = ? AND user_id = ? AND org_key = ? AND integration = ? AND status <> 'revoked' ORDER BY created_at, id",
+            "SELECT * FROM connections WHERE application_id = ? AND user_id = ? AND org_key = ? AND integration = ? AND shared = 0 AND status <> 'revoked' ORDER BY created_at, id",
         )
         .bind(&k.application_id)
         .bind(&k.user_id)
         .bind(k.organization_id.as_deref().unwrap_or(""))
         .bind(&k.integration)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(rows::connection).collect()
+    }
+
+    async fn find_shared_connections(
+        &self,
+        application_id: &str,
+        organization_id: &str,
+        integration: &str,
+    ) -> Result<Vec<Connection>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM connections WHERE application_id = ? AND org_key = ? AND integration = ? AND shared = 1 AND status <> 'revoked' ORDER BY created_at, id",
+        )
+        .bind(application_id)
+        .bind(organization_id)
+        .bind(integration)
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;
@@ -570,8 +590,8 @@ impl Store for SqliteStore {
     async fn save_grant(&self, c: &Connection, audit: &[AuditEvent]) -> Result<(), StoreError> {
         let t = c.tokens.as_ref();
         let q = sqlx::query(
-            "INSERT INTO connections (id, application_id, user_id, organization_id, org_key, integration, provider, status, scopes, account_id, account_name, metadata, owner, purpose, label, access_token, refresh_token, token_type, expires_at, token_version, created_at, updated_at, last_used_at, last_refreshed_at, last_validated_at, account_key)
-             VALUES (?,?,?,?,?,?,?,'active',?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+            "INSERT INTO connections (id, application_id, user_id, organization_id, org_key, integration, provider, status, scopes, account_id, account_name, metadata, owner, purpose, label, access_token, refresh_token, token_type, expires_at, token_version, created_at, updated_at, last_used_at, last_refreshed_at, last_validated_at, account_key, shared)
+             VALUES (?,?,?,?,?,?,?,'active',?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
              ON CONFLICT(id) DO UPDATE SET status = 'active', scopes = excluded.scopes, account_id = excluded.account_id,
                account_name = excluded.account_name, metadata = excluded.metadata, owner = excluded.owner, purpose = excluded.purpose,
                label = excluded.label, access_token = excluded.access_token, refresh_token = excluded.refresh_token,
@@ -603,7 +623,8 @@ impl Store for SqliteStore {
         .bind(c.last_used_at.map(ms))
         .bind(c.last_refreshed_at.map(ms))
         .bind(c.last_validated_at.map(ms))
-        .bind(c.account_id.as_deref().unwrap_or(""));
+        .bind(c.account_id.as_deref().unwrap_or(""))
+        .bind(c.shared);
         self.write_audited(q, audit).await.map(|_| ())
     }
 

@@ -48,6 +48,7 @@ fn conn(id: &str, user: &str) -> Connection {
         last_validated_at: None,
         revoked_at: None,
         revocation: None,
+        shared: false,
     }
 }
 
@@ -223,6 +224,7 @@ async fn pending_authorizations_are_single_use_and_purged() {
         owner: None,
         purpose: None,
         expires_at: t0(),
+        shared: false,
     };
     s.insert_pending_authorization(&p).await.expect("insert");
     assert_eq!(

@@ -31,6 +31,7 @@ pub async fn create_session(
                 return_url: b.return_url,
                 owner: b.owner,
                 purpose: b.purpose,
+                shared: b.shared,
             },
         )
         .await?;

@@ -72,6 +72,7 @@ pub async fn issue(
         scopes: t.scopes,
         missing_scopes: t.missing_scopes,
         connection_id: t.connection_id,
+        shared: t.shared,
     };
     let mut resp = Json(body).into_response();
     // RFC 6749 §5.1: responses carrying tokens must not be cached.

@@ -189,6 +189,10 @@ pub struct CreateConnectSession {
     /// Admin keys name the application; application keys imply it.
     #[serde(default)]
     pub application_id: Option<String>,
+    /// Connect once for the organization; every member of it then gets tokens from this
+    /// connection (their own connection, if they have one, wins). Needs `organization_id`.
+    #[serde(default)]
+    pub shared: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -248,6 +252,9 @@ pub struct TokenResponse {
     /// Configured scopes this connection was not granted (reconnect to add them).
     pub missing_scopes: Vec<String>,
     pub connection_id: String,
+    /// True when the token comes from the organization's shared connection (the user has
+    /// no connection of their own to this integration).
+    pub shared: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -280,6 +287,8 @@ pub struct ConnectionView {
     pub revoked_at: Option<String>,
     /// For revoked connections: `confirmed`, `unsupported` or `failed`.
     pub revocation: Option<String>,
+    /// Connected for the whole organization (`organization_id`), used by its members.
+    pub shared: bool,
 }
 
 impl From<&Connection> for ConnectionView {
@@ -308,6 +317,7 @@ impl From<&Connection> for ConnectionView {
             last_validated_at: c.last_validated_at.map(rfc3339),
             revoked_at: c.revoked_at.map(rfc3339),
             revocation: c.revocation.map(|r| r.as_str().into()),
+            shared: c.shared,
         }
     }
 }

@@ -175,6 +175,7 @@ async fn widget(
             app_name => app.name,
             user_id => session.user_id,
             organization_id => session.organization_id,
+            shared => session.shared,
             items => rows,
             csrf => csrf_for(&bind),
             action => format!("/connect/{token}"),
@@ -256,6 +257,7 @@ async fn start_from_widget(
                     return_url: session.return_url,
                     owner: session.owner,
                     purpose: session.purpose,
+                    shared: session.shared,
                 },
                 &bind,
             )
@@ -350,6 +352,7 @@ async fn start_from_link(
                     return_url: link.return_url,
                     owner: link.owner,
                     purpose: link.purpose,
+                    shared: false,
                 },
                 &bind,
             )

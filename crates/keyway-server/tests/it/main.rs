@@ -14,6 +14,7 @@ mod ops;
 mod proxy;
 mod refresh;
 mod security;
+mod shared;
 mod webhooks;
 
 use keyway_testkit::{App, FakeProvider, Flavor, TestKeyway, TestOptions};
