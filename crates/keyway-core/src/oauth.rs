@@ -92,6 +92,32 @@ fn render(
     Ok(url)
 }
 
+/// Substitutes tenant settings into a plain parameter value (`{account_id}`).
+fn render_value(ctx: &ProviderCtx<'_>, template: &str) -> Result<String, CoreError> {
+    let mut out = template.to_string();
+    for t in &ctx.entry.provider.tenant {
+        let ph = format!("{{{}}}", t.name);
+        if out.contains(&ph) {
+            let v = ctx
+                .integration
+                .settings
+                .get(&t.name)
+                .or(t.default.as_ref())
+                .ok_or_else(|| {
+                    CoreError::invalid(
+                        "missing_setting",
+                        format!(
+                            "integration `{}` needs the setting `{}`",
+                            ctx.integration.slug, t.name
+                        ),
+                    )
+                })?;
+            out = out.replace(&ph, v);
+        }
+    }
+    Ok(out)
+}
+
 /// Renders a provider URL template with the integration's settings (for API bases).
 pub fn render_public(ctx: &ProviderCtx<'_>, field: &str, template: &str) -> Result<Url, CoreError> {
     render(ctx, field, template, &[])
@@ -163,6 +189,8 @@ pub enum Grant<'a> {
     Refresh {
         refresh_token: &'a Secret,
     },
+    /// RFC 6749 §4.4, with the provider's grant type and parameters from the catalog.
+    ClientCredentials,
 }
 
 fn encode_body(format: BodyFormat, params: &[(String, String)]) -> (String, Vec<u8>) {
@@ -226,6 +254,20 @@ pub fn token_request(
             params.push(("refresh_token".into(), refresh_token.expose().to_string()));
             let t = o.refresh_url.as_deref().unwrap_or(&o.token_url);
             render(ctx, "oauth2.token_url", t, &[])?
+        }
+        Grant::ClientCredentials => {
+            let app = o.app_token.as_ref().ok_or_else(|| {
+                CoreError::invalid("invalid_request", "this provider has no app tokens")
+            })?;
+            params.push(("grant_type".into(), app.grant_type.clone()));
+            let scopes = requested_scopes(ctx);
+            if !scopes.is_empty() {
+                params.push(("scope".into(), scopes.join(&o.scope_separator)));
+            }
+            for (k, v) in &app.params {
+                params.push((k.clone(), render_value(ctx, v)?));
+            }
+            render(ctx, "oauth2.token_url", &o.token_url, &[])?
         }
     };
     for (k, v) in &o.token_params {

@@ -25,6 +25,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use time::OffsetDateTime;
 
+/// The reserved user id of app-level connections (client-credentials providers).
+pub const APP_USER: &str = "@app";
+
 /// What the token call answers.
 #[derive(Debug, Clone)]
 pub struct IssuedToken {
@@ -160,9 +163,20 @@ impl Broker {
             }
             Err(e) => return Err(e),
         };
+        // App-level tokens (client-credentials providers) belong to the application, not a user.
+        let app_level = self
+            .entry(&integration.provider)?
+            .provider
+            .oauth2
+            .app_token
+            .is_some();
         let key = ConnectionKey {
             application_id: req.application_id.clone(),
-            user_id: req.user_id.clone(),
+            user_id: if app_level {
+                APP_USER.to_string()
+            } else {
+                req.user_id.clone()
+            },
             organization_id: req.organization_id.clone(),
             integration: req.integration.clone(),
             selector: match (&req.connection_id, &req.label) {
@@ -188,11 +202,89 @@ impl Broker {
                 .await;
             return self.hand_out(req, &cached, &configured).await;
         }
-        let conn = self.resolve_connection(req, &key).await?;
+        let conn = if app_level {
+            self.app_connection(req, &key, &integration).await?
+        } else {
+            self.resolve_connection(req, &key).await?
+        };
         let cached = self.usable_or_refresh(&key, conn, &req.actor).await?;
         self.note_use(&key, &cached.connection_id, cached.last_used_written, now)
             .await;
         self.hand_out(req, &cached, &configured).await
+    }
+
+    /// The application's connection to a client-credentials provider, created on the
+    /// first call: the flight lock makes one upstream call serve every concurrent first
+    /// caller, and the live-key index settles a race between processes.
+    async fn app_connection(
+        &self,
+        req: &TokenRequest,
+        key: &ConnectionKey,
+        integration: &crate::model::Integration,
+    ) -> Result<Connection, CoreError> {
+        if let Some(c) = self.store.find_connections(key).await?.into_iter().next() {
+            return Ok(c);
+        }
+        let flight_id = format!("app:{}:{}", key.application_id, key.integration);
+        let lock = self.flight(&flight_id);
+        let result = async {
+            let _guard = lock.lock().await;
+            if let Some(c) = self.store.find_connections(key).await?.into_iter().next() {
+                return Ok(c);
+            }
+            let set = match self.call_refresh(integration, None).await? {
+                RefreshOutcome::Tokens(set) => set,
+                RefreshOutcome::Transient(detail, retry_after) => {
+                    tracing::warn!(integration = %integration.slug, %detail, "app token request failed transiently");
+                    return Err(CoreError::ProviderUnavailable { provider: integration.provider.clone(), retry_after_secs: retry_after.unwrap_or(5).clamp(1, 300) });
+                }
+                RefreshOutcome::Dead(detail) | RefreshOutcome::Rejected(detail) => {
+                    return Err(CoreError::ProviderRejected { provider: integration.provider.clone(), detail });
+                }
+            };
+            self.stats.refreshes.fetch_add(1, Ordering::Relaxed);
+            let now = self.clock.now();
+            let id = crate::ids::new_id("conn");
+            let requested = self.configured_scopes(integration);
+            let conn = Connection {
+                id: id.clone(),
+                application_id: key.application_id.clone(),
+                user_id: APP_USER.into(),
+                organization_id: None,
+                integration: integration.slug.clone(),
+                provider: integration.provider.clone(),
+                status: ConnectionStatus::Active,
+                scopes: set.scopes.clone().unwrap_or(requested),
+                account_id: None,
+                account_name: None,
+                metadata: Default::default(),
+                owner: None,
+                purpose: Some("app-level token (client credentials)".into()),
+                label: Some("app".into()),
+                tokens: Some(self.seal_tokens(&id, &set, None, now)),
+                token_version: 1,
+                created_at: now,
+                updated_at: now,
+                last_used_at: None,
+                last_refreshed_at: Some(now),
+                last_validated_at: None,
+                revoked_at: None,
+                revocation: None,
+                shared: false,
+            };
+            let event = AuditEvent::new(now, "connection.created", &req.actor)
+                .connection(&conn)
+                .details(serde_json::json!({"provider": conn.provider, "grant": "client_credentials", "scopes": conn.scopes}));
+            match self.store.save_grant(&conn, &[event]).await {
+                Ok(()) => Ok(conn),
+                // Another process created it first: use theirs.
+                Err(crate::StoreError::Conflict(_)) => self.store.find_connections(key).await?.into_iter().next().ok_or(CoreError::NotInstalled { integration: integration.slug.clone() }),
+                Err(e) => Err(e.into()),
+            }
+        }
+        .await;
+        self.drop_flight(&flight_id, &lock);
+        result
     }
 
     /// Which live connection a token call means: the named one, the labelled one, or the
@@ -537,15 +629,24 @@ impl Broker {
             return Ok(current);
         }
         let integration = self.integration(&conn.integration).await?;
-        let Some(refresh_token) = refresh_token else {
+        let app_level = self
+            .entry(&integration.provider)?
+            .provider
+            .oauth2
+            .app_token
+            .is_some();
+        if refresh_token.is_none() && !app_level {
             // Expired and nothing to refresh with: only the user can fix this.
             return self.dead_grant(&conn, "no_refresh_token", actor).await;
-        };
-        match self.call_refresh(&integration, &refresh_token).await? {
+        }
+        match self
+            .call_refresh(&integration, refresh_token.as_ref())
+            .await?
+        {
             RefreshOutcome::Tokens(set) => {
                 self.stats.refreshes.fetch_add(1, Ordering::Relaxed);
                 let now = self.clock.now();
-                let sealed = self.seal_tokens(&conn.id, &set, Some(&refresh_token), now);
+                let sealed = self.seal_tokens(&conn.id, &set, refresh_token.as_ref(), now);
                 let scopes = set.scopes.clone().unwrap_or_else(|| conn.scopes.clone());
                 let written = self
                     .store
@@ -698,10 +799,11 @@ impl Broker {
     }
 
     /// One refresh, retried on transient failures with jittered exponential backoff.
+    /// `None`: an app-level token (client-credentials grant) instead of a refresh.
     async fn call_refresh(
         &self,
         integration: &crate::model::Integration,
-        refresh_token: &Secret,
+        refresh_token: Option<&Secret>,
     ) -> Result<RefreshOutcome, CoreError> {
         let ctx = self.provider_ctx(integration)?;
         let mut last = RefreshOutcome::Transient("no attempt".into(), None);
@@ -711,7 +813,11 @@ impl Broker {
                 let jitter = rand::thread_rng().gen_range(0.5..1.5);
                 tokio::time::sleep(base.mul_f64(jitter)).await;
             }
-            let mut req = oauth::token_request(&ctx, Grant::Refresh { refresh_token })?;
+            let grant = match refresh_token {
+                Some(refresh_token) => Grant::Refresh { refresh_token },
+                None => Grant::ClientCredentials,
+            };
+            let mut req = oauth::token_request(&ctx, grant)?;
             req.timeout = self.settings.provider_timeout;
             last = match self.http.send(req).await {
                 Ok(resp) => match oauth::parse_token_response(ctx.entry, &resp) {

@@ -441,7 +441,12 @@ async fn token_endpoint(
     if !client_ok(&headers, &f) {
         return error_response(&s, 401, "invalid_client");
     }
-    let is_refresh = f.get("grant_type").map(String::as_str) == Some("refresh_token");
+    let is_app = matches!(
+        f.get("grant_type").map(String::as_str),
+        Some("client_credentials" | "account_credentials")
+    );
+    // App tokens count as refreshes: both are the calls that must happen exactly once.
+    let is_refresh = is_app || f.get("grant_type").map(String::as_str) == Some("refresh_token");
     if is_refresh {
         s.counters.refreshes.fetch_add(1, Ordering::SeqCst);
         let delay = *s.refresh_delay.lock().expect("lock");
@@ -471,7 +476,9 @@ async fn token_endpoint(
         _ => "invalid_grant",
     };
     let mut d = s.data.lock().expect("lock");
-    let account = if is_refresh {
+    let account = if is_app {
+        "app".to_string()
+    } else if is_refresh {
         let rt = f.get("refresh_token").cloned().unwrap_or_default();
         let acct = if s.rotate {
             d.refresh.remove(&rt)
@@ -510,7 +517,7 @@ async fn token_endpoint(
     let access = token("at_");
     d.issued.push(access.clone());
     d.access.insert(access.clone(), account.clone());
-    let refresh = (s.flavor != Flavor::GitHub).then(|| {
+    let refresh = (s.flavor != Flavor::GitHub && !is_app).then(|| {
         let r = token("rt_");
         d.issued.push(r.clone());
         d.refresh.insert(r.clone(), account.clone());

@@ -227,6 +227,13 @@ fn validate(id: &str, source: &str, p: &Provider) -> Result<Vec<HostPattern>, Ca
     if p.name.trim().is_empty() {
         return Err(CatalogError::new(source, "name", "must not be empty"));
     }
+    if p.oauth2.refresh_token_idle_days == Some(0) {
+        return Err(CatalogError::new(
+            source,
+            "oauth2.refresh_token_idle_days",
+            "must be at least 1",
+        ));
+    }
     if p.oauth2.scope_separator.is_empty() {
         return Err(CatalogError::new(
             source,

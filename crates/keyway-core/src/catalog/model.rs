@@ -128,6 +128,26 @@ pub struct OAuth2 {
     /// A provider-specific revocation call, when it is not RFC 7009.
     #[serde(default)]
     pub revocation: Option<Revocation>,
+    /// App-level tokens from the client-credentials grant (RFC 6749 §4.4): no user
+    /// connects; Keyway obtains one token per application and integration on the first
+    /// token call and renews it the same exactly-once way as a refresh.
+    #[serde(default)]
+    pub app_token: Option<AppToken>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppToken {
+    /// `client_credentials`, or a provider's variant (Zoom `account_credentials`).
+    #[serde(default = "client_credentials")]
+    pub grant_type: String,
+    /// Extra token-request parameters; may use tenant placeholders (`{account_id}`).
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+}
+
+fn client_credentials() -> String {
+    "client_credentials".into()
 }
 
 fn space() -> String {
