@@ -52,24 +52,23 @@ fn conn(id: &str, user: &str) -> Connection {
     }
 }
 
+fn app_1() -> Application {
+    Application {
+        id: "app_1".into(),
+        name: "A".into(),
+        return_urls: vec![],
+        allowed_origins: vec![],
+        allowed_integrations: None,
+        agent_session_max_secs: 3600,
+        agent_session_default_secs: 600,
+        login_url: None,
+        created_at: t0(),
+    }
+}
+
 async fn store_with_app() -> SqliteStore {
     let s = SqliteStore::in_memory().await.expect("store");
-    s.insert_application(
-        &Application {
-            id: "app_1".into(),
-            name: "A".into(),
-            return_urls: vec![],
-            allowed_origins: vec![],
-            allowed_integrations: None,
-            agent_session_max_secs: 3600,
-            agent_session_default_secs: 600,
-            login_url: None,
-            created_at: t0(),
-        },
-        &[],
-    )
-    .await
-    .expect("app");
+    s.insert_application(&app_1(), &[]).await.expect("app");
     s
 }
 
@@ -496,22 +495,7 @@ async fn group_commit_fast_path_survives_other_writers() {
     let b = SqliteStore::open(dir.path())
         .await
         .expect("b: a second process on the same file");
-    a.insert_application(
-        &Application {
-            id: "app_1".into(),
-            name: "A".into(),
-            return_urls: vec![],
-            allowed_origins: vec![],
-            allowed_integrations: None,
-            agent_session_max_secs: 3600,
-            agent_session_default_secs: 600,
-            login_url: None,
-            created_at: t0(),
-        },
-        &[],
-    )
-    .await
-    .expect("app");
+    a.insert_application(&app_1(), &[]).await.expect("app");
     let ev = |n: i64| {
         AuditEvent::new(t0(), "token.issued", "key:k").details(serde_json::json!({"n": n}))
     };
