@@ -272,7 +272,14 @@ impl Broker {
         input: NewIntegration,
     ) -> Result<Integration, CoreError> {
         check_slug("slug", &input.slug)?;
-        check_id("client_id", &input.client_id)?;
+        // API-key providers have no OAuth client: each user brings their own key.
+        let api_key = self
+            .catalog
+            .get(&input.provider)
+            .is_some_and(|e| e.provider.api_key.is_some());
+        if !(api_key && input.client_id.is_empty()) {
+            check_id("client_id", &input.client_id)?;
+        }
         check_scopes(&input.scopes)?;
         self.check_settings(&input.provider, &input.settings)?;
         if input

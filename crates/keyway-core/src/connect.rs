@@ -3,6 +3,7 @@
 
 use crate::audit::AuditEvent;
 use crate::broker::Broker;
+use crate::credentials::{Credentials, API_KEY_TOKEN_TYPE};
 use crate::error::CoreError;
 use crate::ids::{new_id, pkce_challenge, random_token, sha256_hex};
 use crate::model::*;
@@ -345,7 +346,7 @@ impl Broker {
         let ctx = self.provider_ctx(&integration)?;
         let state = random_token(32);
         let state_hash = sha256_hex(&state);
-        let verifier = ctx.entry.provider.oauth2.pkce.then(|| random_token(48));
+        let verifier = ctx.entry.provider.oauth()?.pkce.then(|| random_token(48));
         let redirect_uri = self.settings.redirect_uri();
         let url = oauth::authorize_url(
             &ctx,
@@ -422,7 +423,7 @@ impl Broker {
         let integration = self.integration(&pending.integration).await?;
         let ctx = self.provider_ctx(&integration)?;
         // RFC 9207 §2.4: compare `iss` with the issuer this request was sent to.
-        let o = &ctx.entry.provider.oauth2;
+        let o = ctx.entry.provider.oauth()?;
         match (&o.issuer, &params.iss) {
             (Some(expected), Some(got))
                 if expected.trim_end_matches('/') != got.trim_end_matches('/') =>
@@ -502,7 +503,8 @@ impl Broker {
             }
         })?;
         if set.account_id.is_none() || set.account_name.is_none() {
-            if let Some(mut ireq) = oauth::identity_request(&ctx, &set.access_token)? {
+            if let Some(mut ireq) = oauth::identity_request(&ctx, &set.access_token, &set.metadata)?
+            {
                 ireq.timeout = self.settings.provider_timeout;
                 match self.http.send(ireq).await {
                     Ok(r) => {
@@ -539,21 +541,104 @@ impl Broker {
             }
         }
         let requested = oauth::requested_scopes(&ctx);
+        let target = FlowTarget {
+            application_id: pending.application_id,
+            user_id: pending.user_id,
+            organization_id: pending.organization_id,
+            integration: pending.integration,
+            connect_session_id: pending.connect_session_id,
+            return_url: pending.return_url,
+            owner: pending.owner,
+            purpose: pending.purpose,
+            shared: pending.shared,
+        };
         let connection = self
-            .save_connection(&pending, &integration, set, requested)
+            .save_connection(&target, &integration, set, requested, "authorization_code")
             .await?;
         Ok(CallbackOutcome::Connected {
             connection: Box::new(connection),
-            return_url: pending.return_url,
+            return_url: target.return_url,
         })
+    }
+
+    /// Connects an API-key provider with what the user typed into the widget's form.
+    /// The credential is checked with the provider's identity call first (when the entry
+    /// has one) and stored only if the provider accepts it.
+    pub async fn connect_api_key(
+        &self,
+        target: FlowTarget,
+        form: &BTreeMap<String, String>,
+    ) -> Result<Connection, CoreError> {
+        let app = self.application(&target.application_id).await?;
+        let integration = self.allowed_integration(&app, &target.integration).await?;
+        let ctx = self.provider_ctx(&integration)?;
+        let Some(spec) = ctx.entry.provider.api_key.as_ref() else {
+            return Err(CoreError::invalid(
+                "not_api_key",
+                format!(
+                    "{} is connected with OAuth, not an API key",
+                    ctx.entry.provider.name
+                ),
+            ));
+        };
+        let creds = Credentials::from_form(spec, form)?;
+        let metadata = creds.public_values(spec);
+        // Non-secret values may end up in URLs: check them before any call.
+        oauth::connection_values(ctx.entry, &metadata)?;
+        let secret = creds.to_secret();
+        let provider_name = ctx.entry.provider.name.clone();
+        let (mut account_id, mut account_name) = (None, None);
+        if let Some(mut req) = oauth::identity_request(&ctx, &secret, &metadata)? {
+            req.timeout = self.settings.provider_timeout;
+            let resp = self.http.send(req).await.map_err(|e| {
+                tracing::warn!(provider = %integration.provider, error = %e, "API key check failed");
+                CoreError::ProviderUnavailable {
+                    provider: provider_name.clone(),
+                    retry_after_secs: 5,
+                }
+            })?;
+            match resp.status {
+                200..=299 => {
+                    if let Some((id, name)) = oauth::parse_identity(ctx.entry, &resp) {
+                        account_id = id;
+                        account_name = name;
+                    }
+                }
+                429 | 500..=599 => {
+                    return Err(CoreError::ProviderUnavailable {
+                        provider: provider_name,
+                        retry_after_secs: 5,
+                    })
+                }
+                status => {
+                    return Err(CoreError::invalid(
+                        "credentials_rejected",
+                        format!("{provider_name} did not accept these credentials (HTTP {status}). Check them and try again."),
+                    ))
+                }
+            }
+        }
+        let set = oauth::TokenSet {
+            access_token: secret,
+            refresh_token: None,
+            token_type: API_KEY_TOKEN_TYPE.into(),
+            expires_in: None,
+            scopes: Some(Vec::new()),
+            account_id,
+            account_name,
+            metadata,
+        };
+        self.save_connection(&target, &integration, set, Vec::new(), "api_key")
+            .await
     }
 
     async fn save_connection(
         &self,
-        p: &PendingAuthorization,
+        p: &FlowTarget,
         integration: &Integration,
         set: oauth::TokenSet,
         requested: Vec<String>,
+        grant: &str,
     ) -> Result<Connection, CoreError> {
         let key = ConnectionKey {
             application_id: p.application_id.clone(),
@@ -634,6 +719,7 @@ impl Broker {
                     "owner": conn.owner,
                     "purpose": conn.purpose,
                     "shared": conn.shared,
+                    "grant": grant,
                 }));
             match self.store.save_grant(&conn, &[event]).await {
                 Ok(()) => {

@@ -83,9 +83,12 @@ impl Broker {
         }
         // Validate against the provider when it has a cheap identity call.
         let ctx = self.provider_ctx(&integration)?;
+        ctx.entry.provider.oauth()?;
         let (mut account_id, mut account_name, mut validated) = (None, None, None);
         if !req.skip_validation && req.expires_at.is_none_or(|e| e > now) {
-            if let Some(mut ireq) = oauth::identity_request(&ctx, &req.access_token)? {
+            if let Some(mut ireq) =
+                oauth::identity_request(&ctx, &req.access_token, &BTreeMap::new())?
+            {
                 ireq.timeout = self.settings.provider_timeout;
                 let resp =
                     self.http

@@ -60,7 +60,12 @@ impl Broker {
             )
             .await?;
         for entry in self.catalog.iter() {
-            if let Some(days) = entry.provider.oauth2.refresh_token_idle_days {
+            if let Some(days) = entry
+                .provider
+                .oauth2
+                .as_ref()
+                .and_then(|o| o.refresh_token_idle_days)
+            {
                 let before = now - time::Duration::days(i64::from(days)) / 2;
                 for c in self.store.idle_grants(&entry.id, before, 200).await? {
                     if !refresh_candidates.iter().any(|x| x.id == c.id) {
@@ -142,7 +147,7 @@ impl Broker {
             let access = self.vault.open(FieldRef::new("connections", &c.id, "access_token"), &tokens.access_token)?;
             let integration = self.integration(&c.integration).await?;
             let ctx = self.provider_ctx(&integration)?;
-            let Some(mut req) = oauth::identity_request(&ctx, &access)? else { return Ok(Outcome::Skipped) };
+            let Some(mut req) = oauth::identity_request(&ctx, &access, &c.metadata)? else { return Ok(Outcome::Skipped) };
             req.timeout = self.settings.provider_timeout;
             let now = self.clock.now();
             match self.http.send(req).await {

@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod clock;
 pub mod connect;
 pub mod connections;
+pub mod credentials;
 pub mod error;
 pub mod governance;
 pub mod ids;

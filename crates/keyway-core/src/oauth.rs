@@ -4,6 +4,7 @@
 use crate::catalog::{
     BodyFormat, CatalogEntry, ClientAuth, Revocation, RevocationAuth, TokenResponse, WhichToken,
 };
+use crate::credentials::Credentials;
 use crate::error::CoreError;
 use crate::model::{Integration, RevocationOutcome};
 use crate::outbound::{OutboundRequest, OutboundResponse};
@@ -141,10 +142,13 @@ pub fn valid_setting_value(v: &str) -> bool {
             .is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.chars().all(|c| c.is_ascii_digit()))
 }
 
-/// The scopes to request: the integration's, or the provider's defaults.
+/// The scopes to request: the integration's, or the provider's defaults. API keys have
+/// no scopes Keyway can see, so none are "missing" from them.
 pub fn requested_scopes(ctx: &ProviderCtx<'_>) -> Vec<String> {
-    if ctx.integration.scopes.is_empty() {
-        ctx.entry.provider.oauth2.default_scopes.clone()
+    if ctx.entry.provider.api_key.is_some() {
+        Vec::new()
+    } else if ctx.integration.scopes.is_empty() {
+        ctx.entry.provider.default_scopes().to_vec()
     } else {
         ctx.integration.scopes.clone()
     }
@@ -157,7 +161,7 @@ pub fn authorize_url(
     pkce_challenge: Option<&str>,
     redirect_uri: &str,
 ) -> Result<String, CoreError> {
-    let o = &ctx.entry.provider.oauth2;
+    let o = ctx.entry.provider.oauth()?;
     let mut url = render(ctx, "oauth2.authorize_url", &o.authorize_url, &[])?;
     {
         let mut q = url.query_pairs_mut();
@@ -233,7 +237,7 @@ pub fn token_request(
     ctx: &ProviderCtx<'_>,
     grant: Grant<'_>,
 ) -> Result<OutboundRequest, CoreError> {
-    let o = &ctx.entry.provider.oauth2;
+    let o = ctx.entry.provider.oauth()?;
     let mut params: Vec<(String, String)> = Vec::new();
     let url = match &grant {
         Grant::AuthorizationCode {
@@ -385,7 +389,12 @@ pub fn parse_token_response(
     entry: &CatalogEntry,
     resp: &OutboundResponse,
 ) -> Result<TokenSet, TokenEndpointError> {
-    let o = &entry.provider.oauth2;
+    let Some(o) = entry.provider.oauth2.as_ref() else {
+        return Err(TokenEndpointError::Rejected {
+            code: "not_oauth".into(),
+            detail: format!("{} has no token endpoint", entry.provider.name),
+        });
+    };
     let tr = &o.token_response;
     let body = parse_body(resp);
     if resp.status >= 500 || resp.status == 429 {
@@ -493,7 +502,10 @@ pub fn revocation_request(
     access: &Secret,
     refresh: Option<&Secret>,
 ) -> Result<Option<OutboundRequest>, CoreError> {
-    let o = &ctx.entry.provider.oauth2;
+    // API keys are revoked where they were issued, by the person who made them.
+    let Some(o) = ctx.entry.provider.oauth2.as_ref() else {
+        return Ok(None);
+    };
     let secret = ctx
         .client_secret
         .as_ref()
@@ -585,7 +597,11 @@ fn custom_revocation(
 
 /// RFC 7009 §2.2: 200 means revoked (an invalid token also answers 200).
 pub fn classify_revocation(entry: &CatalogEntry, resp: &OutboundResponse) -> RevocationOutcome {
-    let custom = entry.provider.oauth2.revocation.as_ref();
+    let custom = entry
+        .provider
+        .oauth2
+        .as_ref()
+        .and_then(|o| o.revocation.as_ref());
     if (200..300).contains(&resp.status) {
         if let Some(f) = custom.and_then(|r| r.ok_field.as_ref()) {
             let body = parse_body(resp);
@@ -607,26 +623,85 @@ pub fn classify_revocation(entry: &CatalogEntry, resp: &OutboundResponse) -> Rev
     RevocationOutcome::Failed
 }
 
-/// The provider's identity call for this access token, if it has one.
+/// Puts a connection's credential on a call to the provider's API: the access token as
+/// an RFC 6750 bearer token, or an API key where and how its catalog entry says.
+pub fn authorize_call(
+    entry: &CatalogEntry,
+    req: OutboundRequest,
+    access: &Secret,
+) -> Result<OutboundRequest, CoreError> {
+    match &entry.provider.api_key {
+        Some(spec) => Ok(Credentials::from_secret(access)?.apply(spec, req)),
+        None => Ok(req.header("Authorization", format!("Bearer {}", access.expose()))),
+    }
+}
+
+/// Values for placeholders a connection fills in itself: the non-secret fields of an API
+/// key (a data centre in the host), checked like tenant settings.
+pub fn connection_values(
+    entry: &CatalogEntry,
+    metadata: &BTreeMap<String, String>,
+) -> Result<Vec<(String, String)>, CoreError> {
+    let Some(spec) = &entry.provider.api_key else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for f in spec.fields.iter().filter(|f| !f.secret) {
+        if let Some(v) = metadata.get(&f.name) {
+            if !valid_setting_value(v) {
+                return Err(CoreError::invalid(
+                    "invalid_credentials",
+                    format!("{} may use letters, digits, `-`, `.` and `_` only", f.label),
+                ));
+            }
+            out.push((f.name.clone(), v.clone()));
+        }
+    }
+    Ok(out)
+}
+
+/// Renders the API base of a connection, with its own placeholder values.
+pub fn render_api_base(
+    ctx: &ProviderCtx<'_>,
+    metadata: &BTreeMap<String, String>,
+) -> Result<Url, CoreError> {
+    let values = connection_values(ctx.entry, metadata)?;
+    let refs: Vec<(&str, &str)> = values
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    render(ctx, "api_base_url", &ctx.entry.provider.api_base_url, &refs)
+}
+
+/// The provider's identity call for this access token (or API key), if it has one.
+/// `metadata` fills the placeholders of an API key's non-secret fields.
 pub fn identity_request(
     ctx: &ProviderCtx<'_>,
     access: &Secret,
+    metadata: &BTreeMap<String, String>,
 ) -> Result<Option<OutboundRequest>, CoreError> {
     let Some(i) = &ctx.entry.provider.identity else {
         return Ok(None);
     };
-    let url = render(
-        ctx,
-        "identity.url",
-        &i.url,
-        &[
-            ("client_id", &ctx.integration.client_id),
-            ("token", access.expose()),
-        ],
-    )?;
-    let mut req = OutboundRequest::new(&i.method, url.as_str())
-        .header("Authorization", format!("Bearer {}", access.expose()))
-        .header("Accept", "application/json");
+    let values = connection_values(ctx.entry, metadata)?;
+    let mut call: Vec<(&str, &str)> = values
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    call.push(("client_id", &ctx.integration.client_id));
+    if ctx.entry.provider.oauth2.is_some() {
+        call.push(("token", access.expose()));
+    }
+    let url = render(ctx, "identity.url", &i.url, &call)?;
+    let req = OutboundRequest::new(&i.method, url.as_str());
+    let mut req = authorize_call(ctx.entry, req, access)?;
+    if !req
+        .headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("accept"))
+    {
+        req = req.header("Accept", "application/json");
+    }
     for (k, v) in &i.headers {
         req = req.header(k, v.clone());
     }

@@ -113,7 +113,7 @@ impl Broker {
             Some(u) => Url::parse(&u).map_err(|_| {
                 CoreError::invalid("invalid_api_base", "the connection's API base is not a URL")
             })?,
-            None => oauth::render_public(&ctx, "api_base_url", &ctx.entry.provider.api_base_url)?,
+            None => oauth::render_api_base(&ctx, &conn.metadata)?,
         };
         Ok(base)
     }
@@ -149,9 +149,31 @@ impl Broker {
         let mut joined = base.as_str().trim_end_matches('/').to_string();
         joined.push('/');
         joined.push_str(&req.path);
+        // The credential's own query parameters are Keyway's to set, never the caller's.
+        let injected_query: Vec<&str> = entry
+            .provider
+            .api_key
+            .as_ref()
+            .map(|k| k.query.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        let injected_headers: Vec<String> = entry
+            .provider
+            .api_key
+            .as_ref()
+            .map(|k| k.headers.keys().map(|h| h.to_ascii_lowercase()).collect())
+            .unwrap_or_default();
         if let Some(q) = req.query.as_deref().filter(|q| !q.is_empty()) {
-            joined.push('?');
-            joined.push_str(q);
+            let kept: Vec<&str> = q
+                .split('&')
+                .filter(|pair| {
+                    let name = pair.split('=').next().unwrap_or_default();
+                    !injected_query.contains(&name)
+                })
+                .collect();
+            if !kept.is_empty() {
+                joined.push('?');
+                joined.push_str(&kept.join("&"));
+            }
         }
         let target = Url::parse(&joined).map_err(|_| {
             CoreError::invalid("invalid_path", "the path does not make a valid URL")
@@ -169,17 +191,19 @@ impl Broker {
                 detail: format!("{host} is not one of {}'s API hosts", entry.provider.name),
             });
         }
-        let send = |token: Secret| {
-            let mut out = OutboundRequest::new(&method, target.as_str())
-                .header("Authorization", format!("Bearer {}", token.expose()));
-            for (k, v) in req.headers.iter().filter(|(k, _)| forwardable(k)) {
+        let send = |token: Secret| -> Result<OutboundRequest, CoreError> {
+            let mut out = OutboundRequest::new(&method, target.as_str());
+            for (k, v) in req.headers.iter().filter(|(k, _)| {
+                forwardable(k) && !injected_headers.contains(&k.to_ascii_lowercase())
+            }) {
                 out = out.header(k, v.clone());
             }
+            let mut out = oauth::authorize_call(entry, out, &token)?;
             if !req.body.is_empty() {
                 out.body = Some(req.body.clone());
             }
             out.timeout = std::time::Duration::from_secs(30);
-            out
+            Ok(out)
         };
         let upstream = |e: OutboundError| CoreError::ProviderUnavailable {
             provider: entry.provider.name.clone(),
@@ -190,7 +214,7 @@ impl Broker {
         };
         let mut resp = self
             .http
-            .send(send(issued.access_token.clone()))
+            .send(send(issued.access_token.clone())?)
             .await
             .map_err(upstream)?;
         if resp.status == 401
@@ -202,7 +226,7 @@ impl Broker {
             // The provider no longer takes this token (revoked early, clock skew): refresh
             // once, through the same single-flight path, and retry once.
             if let Some(fresh) = self.refresh_rejected(&conn, &issued.access_token).await? {
-                resp = self.http.send(send(fresh)).await.map_err(upstream)?;
+                resp = self.http.send(send(fresh)?).await.map_err(upstream)?;
             }
         }
         Ok(ProxyResponse {

@@ -39,6 +39,9 @@ pub struct IssuedToken {
     pub missing_scopes: Vec<String>,
     /// Served from the organization's shared connection rather than the user's own.
     pub shared: bool,
+    /// For API-key providers: the credential's fields (`api_key`, `account_sid`...),
+    /// instead of an access token.
+    pub credentials: Option<crate::credentials::Credentials>,
 }
 
 #[derive(Debug, Clone)]
@@ -164,12 +167,7 @@ impl Broker {
             Err(e) => return Err(e),
         };
         // App-level tokens (client-credentials providers) belong to the application, not a user.
-        let app_level = self
-            .entry(&integration.provider)?
-            .provider
-            .oauth2
-            .app_token
-            .is_some();
+        let app_level = self.entry(&integration.provider)?.provider.is_app_level();
         let key = ConnectionKey {
             application_id: req.application_id.clone(),
             user_id: if app_level {
@@ -343,10 +341,16 @@ impl Broker {
     }
 
     fn configured_scopes(&self, integration: &crate::model::Integration) -> Vec<String> {
-        if integration.scopes.is_empty() {
+        let api_key = self
+            .catalog
+            .get(&integration.provider)
+            .is_some_and(|e| e.provider.api_key.is_some());
+        if api_key {
+            Vec::new()
+        } else if integration.scopes.is_empty() {
             self.catalog
                 .get(&integration.provider)
-                .map(|e| e.provider.oauth2.default_scopes.clone())
+                .map(|e| e.provider.default_scopes().to_vec())
                 .unwrap_or_default()
         } else {
             integration.scopes.clone()
@@ -388,6 +392,9 @@ impl Broker {
                 .cloned()
                 .collect(),
             shared: c.shared,
+            credentials: (c.token_type == crate::credentials::API_KEY_TOKEN_TYPE)
+                .then(|| crate::credentials::Credentials::from_secret(&c.access_token).ok())
+                .flatten(),
         }
     }
 
@@ -629,12 +636,7 @@ impl Broker {
             return Ok(current);
         }
         let integration = self.integration(&conn.integration).await?;
-        let app_level = self
-            .entry(&integration.provider)?
-            .provider
-            .oauth2
-            .app_token
-            .is_some();
+        let app_level = self.entry(&integration.provider)?.provider.is_app_level();
         if refresh_token.is_none() && !app_level {
             // Expired and nothing to refresh with: only the user can fix this.
             return self.dead_grant(&conn, "no_refresh_token", actor).await;

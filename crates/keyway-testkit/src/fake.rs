@@ -31,6 +31,9 @@ pub enum Flavor {
     HubSpot,
     /// Salesforce: tenant host in URLs, `instance_url` in the answer.
     Salesforce,
+    /// An API-key provider: keys added with [`FakeProvider::add_api_key`], sent in an
+    /// `X-Api-Key` header, checked by `/me`.
+    ApiKey,
 }
 
 /// What the token endpoint does for the next calls, before answering normally.
@@ -68,6 +71,8 @@ pub struct Counters {
     pub code_exchanges: AtomicU64,
     pub refreshes: AtomicU64,
     pub revocations: AtomicU64,
+    /// Calls to the identity endpoint `/me`.
+    pub identity: AtomicU64,
 }
 
 pub struct FakeState {
@@ -127,6 +132,7 @@ impl FakeProvider {
                 code_exchanges: AtomicU64::new(0),
                 refreshes: AtomicU64::new(0),
                 revocations: AtomicU64::new(0),
+                identity: AtomicU64::new(0),
             },
             data: Mutex::new(Data::default()),
             base: url.clone(),
@@ -145,10 +151,43 @@ impl FakeProvider {
         Self { url, state, task }
     }
 
+    /// Makes `key` a valid API key of `account` (and of the echo API).
+    pub fn add_api_key(&self, key: &str, account: &str) {
+        self.state
+            .data
+            .lock()
+            .expect("lock")
+            .access
+            .insert(key.to_string(), account.to_string());
+    }
+
+    /// Deletes an API key at the provider, as a user would in its settings.
+    pub fn delete_api_key(&self, key: &str) {
+        self.state.data.lock().expect("lock").access.remove(key);
+    }
+
     /// The `[providers.<id>]` table that describes this fake, for Keyway's config.
     pub fn provider_toml(&self) -> toml::Value {
         let u = &self.url;
         let text = match self.state.flavor {
+            Flavor::ApiKey => format!(
+                r#"name = "Fake Keys"
+api_base_url = "{u}"
+[api_key]
+issue_url = "{u}/keys"
+help = "Use a key from the fake provider's settings."
+[[api_key.fields]]
+name = "api_key"
+label = "API key"
+help = "Starts with fk_"
+[api_key.headers]
+X-Api-Key = "{{api_key}}"
+[identity]
+url = "{u}/me"
+account_id = "id"
+account_name = "name"
+"#
+            ),
             Flavor::Standard => format!(
                 r#"name = "Fake Standard"
 api_base_url = "{u}"
@@ -579,14 +618,33 @@ async fn github_revoke(
     StatusCode::NO_CONTENT.into_response()
 }
 
-async fn me(State(s): State<Arc<FakeState>>, headers: HeaderMap) -> Response {
-    let t = headers
+/// The credential a request presents: a bearer token, an `X-Api-Key` header or an
+/// `api_key` query parameter.
+fn presented(headers: &HeaderMap, uri: &axum::http::Uri) -> String {
+    if let Some(t) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
+    {
+        return t.to_string();
+    }
+    if let Some(k) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        return k.to_string();
+    }
+    uri.query()
+        .and_then(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "api_key")
+                .map(|(_, v)| v.into_owned())
+        })
+        .unwrap_or_default()
+}
+
+async fn me(State(s): State<Arc<FakeState>>, uri: axum::http::Uri, headers: HeaderMap) -> Response {
+    s.counters.identity.fetch_add(1, Ordering::SeqCst);
+    let t = presented(&headers, &uri);
     let d = s.data.lock().expect("lock");
-    match d.access.get(t) {
+    match d.access.get(&t) {
         Some(a) => Json(json!({"id": format!("id-{a}"), "name": format!("Account {a}"), "login": format!("login-{a}")})).into_response(),
         None => (StatusCode::UNAUTHORIZED, Json(json!({"error": "invalid_token"}))).into_response(),
     }
@@ -601,12 +659,8 @@ async fn api(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let t = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    let account = s.data.lock().expect("lock").access.get(t).cloned();
+    let t = presented(&headers, &uri);
+    let account = s.data.lock().expect("lock").access.get(&t).cloned();
     let Some(account) = account else {
         return (
             StatusCode::UNAUTHORIZED,

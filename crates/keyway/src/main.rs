@@ -698,6 +698,7 @@ async fn run(cli: Cli) -> Result<()> {
                 &[
                     ("id", "/id"),
                     ("name", "/name"),
+                    ("kind", "/kind"),
                     ("pkce", "/pkce"),
                     ("revocation", "/revocation"),
                     ("settings", "/settings"),

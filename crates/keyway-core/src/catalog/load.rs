@@ -227,45 +227,64 @@ fn validate(id: &str, source: &str, p: &Provider) -> Result<Vec<HostPattern>, Ca
     if p.name.trim().is_empty() {
         return Err(CatalogError::new(source, "name", "must not be empty"));
     }
-    if p.oauth2.refresh_token_idle_days == Some(0) {
-        return Err(CatalogError::new(
-            source,
-            "oauth2.refresh_token_idle_days",
-            "must be at least 1",
-        ));
-    }
-    if p.oauth2.scope_separator.is_empty() {
-        return Err(CatalogError::new(
-            source,
-            "oauth2.scope_separator",
-            "must not be empty",
-        ));
-    }
     let tenant: Vec<&str> = p.tenant.iter().map(|t| t.name.as_str()).collect();
-    let mut urls: Vec<(&str, &str, bool)> = vec![
-        ("api_base_url", p.api_base_url.as_str(), false),
-        (
-            "oauth2.authorize_url",
-            p.oauth2.authorize_url.as_str(),
-            false,
-        ),
-        ("oauth2.token_url", p.oauth2.token_url.as_str(), false),
-    ];
-    if let Some(r) = &p.oauth2.refresh_url {
-        urls.push(("oauth2.refresh_url", r, false));
-    }
-    if let Some(r) = &p.oauth2.revocation_url {
-        urls.push(("oauth2.revocation_url", r, false));
-    }
-    if let Some(r) = &p.oauth2.revocation {
-        urls.push(("oauth2.revocation.url", &r.url, true));
+    let mut urls: Vec<(&str, &str, bool)> = vec![("api_base_url", p.api_base_url.as_str(), false)];
+    // Non-secret credential fields (a data centre, an account SID) may shape URLs.
+    let mut url_fields: Vec<&str> = Vec::new();
+    match (&p.oauth2, &p.api_key) {
+        (None, None) => {
+            return Err(CatalogError::new(
+                source,
+                "-",
+                "needs an `oauth2` or an `api_key` table",
+            ))
+        }
+        (Some(_), Some(_)) => {
+            return Err(CatalogError::new(
+                source,
+                "api_key",
+                "a provider is connected either with `oauth2` or with `api_key`, not both",
+            ))
+        }
+        (Some(o), None) => {
+            validate_oauth2(source, o)?;
+            urls.push(("oauth2.authorize_url", o.authorize_url.as_str(), false));
+            urls.push(("oauth2.token_url", o.token_url.as_str(), false));
+            if let Some(r) = &o.refresh_url {
+                urls.push(("oauth2.refresh_url", r, false));
+            }
+            if let Some(r) = &o.revocation_url {
+                urls.push(("oauth2.revocation_url", r, false));
+            }
+            if let Some(r) = &o.revocation {
+                urls.push(("oauth2.revocation.url", &r.url, true));
+            }
+        }
+        (None, Some(k)) => {
+            validate_api_key(source, k)?;
+            urls.push(("api_key.issue_url", k.issue_url.as_str(), false));
+            url_fields = k
+                .fields
+                .iter()
+                .filter(|f| !f.secret)
+                .map(|f| f.name.as_str())
+                .collect();
+        }
     }
     if let Some(i) = &p.identity {
         urls.push(("identity.url", &i.url, true));
     }
-    let uses_tenant = urls
-        .iter()
-        .any(|(_, t, _)| placeholders(t).iter().any(|ph| tenant.contains(ph)));
+    // Only a placeholder in a host needs explicit host patterns; path ones do not.
+    let uses_tenant = urls.iter().any(|(_, t, _)| {
+        let host = t
+            .split("://")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .unwrap_or_default();
+        placeholders(host)
+            .iter()
+            .any(|ph| tenant.contains(ph) || url_fields.contains(ph))
+    });
     let hosts: Vec<HostPattern> = if p.api_hosts.is_empty() {
         if uses_tenant || p.api_base_url_from.is_some() {
             return Err(CatalogError::new(
@@ -289,7 +308,9 @@ fn validate(id: &str, source: &str, p: &Provider) -> Result<Vec<HostPattern>, Ca
     for (field, template, call) in &urls {
         let mut sample = template.to_string();
         for ph in placeholders(template) {
-            let known = tenant.contains(&ph) || (*call && CALL_PLACEHOLDERS.contains(&ph));
+            let known = tenant.contains(&ph)
+                || (*call && CALL_PLACEHOLDERS.contains(&ph))
+                || (url_fields.contains(&ph) && !field.starts_with("api_key."));
             if !known {
                 return Err(CatalogError::new(
                     source,
@@ -326,6 +347,105 @@ fn validate(id: &str, source: &str, p: &Provider) -> Result<Vec<HostPattern>, Ca
         }
     }
     Ok(hosts)
+}
+
+fn validate_oauth2(source: &str, o: &super::model::OAuth2) -> Result<(), CatalogError> {
+    if o.refresh_token_idle_days == Some(0) {
+        return Err(CatalogError::new(
+            source,
+            "oauth2.refresh_token_idle_days",
+            "must be at least 1",
+        ));
+    }
+    if o.scope_separator.is_empty() {
+        return Err(CatalogError::new(
+            source,
+            "oauth2.scope_separator",
+            "must not be empty",
+        ));
+    }
+    Ok(())
+}
+
+/// An API-key entry declares its fields once and sends at least one secret one.
+fn validate_api_key(source: &str, k: &super::model::ApiKeyAuth) -> Result<(), CatalogError> {
+    if k.fields.is_empty() {
+        return Err(CatalogError::new(
+            source,
+            "api_key.fields",
+            "declare at least one field",
+        ));
+    }
+    let mut names: Vec<&str> = Vec::new();
+    for (i, f) in k.fields.iter().enumerate() {
+        let field = format!("api_key.fields[{i}].name");
+        let ok = !f.name.is_empty()
+            && f.name.len() <= 64
+            && f.name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !ok {
+            return Err(CatalogError::new(
+                source,
+                &field,
+                "field names use lower-case letters, digits and `_`",
+            ));
+        }
+        if names.contains(&f.name.as_str()) {
+            return Err(CatalogError::new(
+                source,
+                &field,
+                format!("`{}` is declared twice", f.name),
+            ));
+        }
+        if ["csrf", "integration"].contains(&f.name.as_str()) {
+            return Err(CatalogError::new(
+                source,
+                &field,
+                format!("`{}` is reserved", f.name),
+            ));
+        }
+        if f.label.trim().is_empty() {
+            return Err(CatalogError::new(
+                source,
+                &format!("api_key.fields[{i}].label"),
+                "must not be empty",
+            ));
+        }
+        names.push(&f.name);
+    }
+    let mut templates: Vec<(String, &str)> = Vec::new();
+    for (h, t) in &k.headers {
+        templates.push((format!("api_key.headers.{h}"), t));
+    }
+    for (q, t) in &k.query {
+        templates.push((format!("api_key.query.{q}"), t));
+    }
+    if let Some(b) = &k.basic {
+        templates.push(("api_key.basic.username".into(), &b.username));
+        templates.push(("api_key.basic.password".into(), &b.password));
+    }
+    let mut sends_secret = false;
+    for (field, t) in &templates {
+        for ph in placeholders(t) {
+            let Some(f) = k.fields.iter().find(|f| f.name == ph) else {
+                return Err(CatalogError::new(
+                    source,
+                    field,
+                    format!("unknown placeholder `{{{ph}}}`"),
+                ));
+            };
+            sends_secret |= f.secret;
+        }
+    }
+    if !sends_secret {
+        return Err(CatalogError::new(
+            source,
+            "api_key",
+            "`headers`, `query` or `basic` must send a secret field",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -376,7 +496,8 @@ mod tests {
         }
         let sandbox = &c.get("sandbox").expect("sandbox").provider;
         assert!(sandbox
-            .oauth2
+            .oauth()
+            .expect("oauth2")
             .token_url
             .starts_with("http://127.0.0.1:7400/sandbox/"));
         let no_sandbox =
@@ -389,11 +510,18 @@ mod tests {
         let c = Catalog::load("http://127.0.0.1:7400", &BTreeMap::new(), false).expect("catalog");
         let google = &c.get("google").expect("google").provider;
         let drive = &c.get("google-drive").expect("drive").provider;
-        assert_eq!(drive.oauth2.token_url, google.oauth2.token_url);
-        assert_ne!(drive.oauth2.default_scopes, google.oauth2.default_scopes);
+        assert_eq!(
+            drive.oauth().expect("oauth2").token_url,
+            google.oauth().expect("oauth2").token_url
+        );
+        assert_ne!(
+            drive.oauth().expect("oauth2").default_scopes,
+            google.oauth().expect("oauth2").default_scopes
+        );
         assert_eq!(
             drive
-                .oauth2
+                .oauth()
+                .expect("oauth2")
                 .authorize_params
                 .get("access_type")
                 .map(String::as_str),
@@ -423,9 +551,102 @@ mod tests {
         )
         .expect("catalog");
         let acme = c.get("acme").expect("acme");
-        assert_eq!(acme.provider.oauth2.scope_separator, ",");
-        assert!(acme.provider.oauth2.pkce);
+        assert_eq!(acme.provider.oauth().expect("oauth2").scope_separator, ",");
+        assert!(acme.provider.oauth().expect("oauth2").pkce);
         assert!(acme.hosts[0].matches("api.acme.test"));
+    }
+
+    #[test]
+    fn api_key_providers_declare_fields_and_how_they_are_sent() {
+        let c = Catalog::load("http://127.0.0.1:7400", &BTreeMap::new(), false).expect("catalog");
+        let api_key: Vec<&str> = c
+            .iter()
+            .filter(|e| e.provider.api_key.is_some())
+            .map(|e| e.id.as_str())
+            .collect();
+        for id in [
+            "openai",
+            "anthropic",
+            "stripe",
+            "sendgrid",
+            "twilio",
+            "airtable",
+            "datadog",
+            "pagerduty",
+            "mailchimp",
+            "pinecone",
+        ] {
+            assert!(api_key.contains(&id), "missing API-key provider {id}");
+        }
+        assert!(api_key.len() >= 10);
+        let twilio = c.get("twilio").expect("twilio");
+        let k = twilio.provider.api_key.as_ref().expect("api_key");
+        assert!(k.basic.is_some() && !k.fields[0].secret && k.fields[1].secret);
+        assert!(twilio.provider.oauth2.is_none() && twilio.provider.oauth().is_err());
+        assert!(c.get("mailchimp").expect("mc").hosts[0].matches("us6.api.mailchimp.com"));
+    }
+
+    #[test]
+    fn api_key_entries_are_validated() {
+        let base = "[bad]\nname='B'\napi_base_url='https://api.b.test'\n";
+        let cases = [
+            ("", "-", "needs an `oauth2` or an `api_key`"),
+            (
+                "[bad.api_key]\nissue_url='https://b.test/keys'\nfields=[{name='api_key',label='Key'}]\nheaders={X='{api_key}'}\n[bad.oauth2]\nauthorize_url='https://b.test/a'\ntoken_url='https://b.test/t'\n",
+                "api_key",
+                "not both",
+            ),
+            (
+                "[bad.api_key]\nissue_url='https://b.test/keys'\nfields=[]\n",
+                "api_key.fields",
+                "at least one",
+            ),
+            (
+                "[bad.api_key]\nissue_url='https://b.test/keys'\nfields=[{name='Key',label='Key'}]\n",
+                "api_key.fields[0].name",
+                "lower-case",
+            ),
+            (
+                "[bad.api_key]\nissue_url='https://b.test/keys'\nfields=[{name='k',label='K'},{name='k',label='K'}]\n",
+                "api_key.fields[1].name",
+                "twice",
+            ),
+            (
+                "[bad.api_key]\nissue_url='https://b.test/keys'\nfields=[{name='k',label='K'}]\nheaders={X='{nope}'}\n",
+                "api_key.headers.X",
+                "unknown placeholder",
+            ),
+            (
+                "[bad.api_key]\nissue_url='https://b.test/keys'\nfields=[{name='k',label='K',secret=false}]\nheaders={X='{k}'}\n",
+                "api_key",
+                "must send a secret field",
+            ),
+            (
+                "[bad.api_key]\nissue_url='http://evil.test/keys'\nfields=[{name='k',label='K'}]\nheaders={X='{k}'}\n",
+                "api_key.issue_url",
+                "https",
+            ),
+        ];
+        for (extra, field, message) in cases {
+            let err = Catalog::load("http://x", &custom(&format!("{base}{extra}")), false)
+                .expect_err(extra);
+            assert_eq!(err.field, field, "{extra}: {err}");
+            assert!(err.message.contains(message), "{extra}: {err}");
+        }
+        // A secret field may not shape URLs; a non-secret one may, with host patterns.
+        let err = Catalog::load(
+            "http://x",
+            &custom("[bad]\nname='B'\napi_base_url='https://{k}.b.test'\napi_hosts=['*.b.test']\n[bad.api_key]\nissue_url='https://b.test/keys'\nfields=[{name='k',label='K'}]\nheaders={X='{k}'}\n"),
+            false,
+        )
+        .expect_err("secret in URL");
+        assert_eq!(err.field, "api_base_url");
+        Catalog::load(
+            "http://x",
+            &custom("[ok]\nname='B'\napi_base_url='https://{dc}.b.test'\napi_hosts=['*.b.test']\n[ok.api_key]\nissue_url='https://b.test/keys'\nfields=[{name='dc',label='DC',secret=false},{name='k',label='K'}]\nbasic={username='x',password='{k}'}\n"),
+            false,
+        )
+        .expect("non-secret field in the host");
     }
 
     #[test]

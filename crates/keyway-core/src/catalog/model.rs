@@ -29,7 +29,12 @@ pub struct Provider {
     /// What could not be confirmed from the provider's documentation.
     #[serde(default)]
     pub notes: Option<String>,
-    pub oauth2: OAuth2,
+    /// How users connect with OAuth 2.0. Exactly one of `oauth2` and `api_key` is set.
+    #[serde(default)]
+    pub oauth2: Option<OAuth2>,
+    /// How users connect by pasting an API key (or a basic-auth pair) into the widget.
+    #[serde(default)]
+    pub api_key: Option<ApiKeyAuth>,
     /// Per-tenant settings substituted into URLs (`{host}`, `{account}`).
     #[serde(default)]
     pub tenant: Vec<TenantSetting>,
@@ -41,6 +46,84 @@ pub struct Provider {
     /// (Salesforce `instance_url`). Its host must match `api_hosts`.
     #[serde(default)]
     pub api_base_url_from: Option<String>,
+}
+
+/// A credential the user pastes instead of going through an OAuth grant. Templates in
+/// `headers`, `query` and `basic` use the field names as placeholders (`Bearer {api_key}`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyAuth {
+    /// Where the provider issues keys; the form links to it.
+    pub issue_url: String,
+    /// A sentence shown above the form (which kind of key, which permissions).
+    #[serde(default)]
+    pub help: Option<String>,
+    /// What the user enters, in this order.
+    pub fields: Vec<CredentialField>,
+    /// Headers set on every call made with the credential (proxy, tools, identity check).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Query parameters set the same way, for providers that take the key in the URL.
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+    /// HTTP Basic authentication (RFC 7617) built from two templates.
+    #[serde(default)]
+    pub basic: Option<BasicCredentials>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialField {
+    /// Placeholder and form field name (`api_key`, `account_sid`).
+    pub name: String,
+    /// The form label ("Secret key").
+    pub label: String,
+    /// A hint under the field ("Starts with sk-").
+    #[serde(default)]
+    pub help: Option<String>,
+    /// Secret fields are sealed and never shown again. Others (an account SID, a data
+    /// centre) are kept as connection metadata and may be used in `api_base_url` and
+    /// `identity.url` placeholders.
+    #[serde(default = "yes")]
+    pub secret: bool,
+    #[serde(default)]
+    pub optional: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicCredentials {
+    pub username: String,
+    pub password: String,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Provider {
+    /// The OAuth description, for code paths that only OAuth providers reach.
+    pub fn oauth(&self) -> Result<&OAuth2, crate::error::CoreError> {
+        self.oauth2.as_ref().ok_or_else(|| {
+            crate::error::CoreError::invalid(
+                "not_oauth",
+                format!("{} is connected with an API key, not OAuth", self.name),
+            )
+        })
+    }
+
+    /// Scopes requested when an integration configures none (none for API keys).
+    pub fn default_scopes(&self) -> &[String] {
+        self.oauth2
+            .as_ref()
+            .map(|o| o.default_scopes.as_slice())
+            .unwrap_or_default()
+    }
+
+    /// Whether Keyway obtains app-level tokens itself (client credentials).
+    pub fn is_app_level(&self) -> bool {
+        self.oauth2.as_ref().is_some_and(|o| o.app_token.is_some())
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]

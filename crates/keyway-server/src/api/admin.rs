@@ -245,18 +245,33 @@ pub async fn list_providers(State(s): State<AppState>, _auth: Auth) -> Json<Vec<
         s.broker
             .catalog
             .iter()
-            .map(|e| ProviderView {
-                id: e.id.clone(),
-                name: e.provider.name.clone(),
-                api_base_url: e.provider.api_base_url.clone(),
-                pkce: e.provider.oauth2.pkce,
-                scope_separator: e.provider.oauth2.scope_separator.clone(),
-                default_scopes: e.provider.oauth2.default_scopes.clone(),
-                settings: e.provider.tenant.iter().map(|t| t.name.clone()).collect(),
-                revocation: e.provider.oauth2.revocation.is_some()
-                    || e.provider.oauth2.revocation_url.is_some(),
-                docs_url: e.provider.docs_url.clone(),
-                notes: e.provider.notes.clone(),
+            .map(|e| {
+                let o = e.provider.oauth2.as_ref();
+                ProviderView {
+                    id: e.id.clone(),
+                    name: e.provider.name.clone(),
+                    kind: match (o, e.provider.is_app_level()) {
+                        (None, _) => "api_key",
+                        (Some(_), true) => "client_credentials",
+                        (Some(_), false) => "oauth2",
+                    }
+                    .into(),
+                    api_base_url: e.provider.api_base_url.clone(),
+                    pkce: o.is_some_and(|o| o.pkce),
+                    scope_separator: o.map(|o| o.scope_separator.clone()).unwrap_or_default(),
+                    default_scopes: e.provider.default_scopes().to_vec(),
+                    settings: e.provider.tenant.iter().map(|t| t.name.clone()).collect(),
+                    revocation: o
+                        .is_some_and(|o| o.revocation.is_some() || o.revocation_url.is_some()),
+                    credential_fields: e
+                        .provider
+                        .api_key
+                        .as_ref()
+                        .map(|k| k.fields.iter().map(|f| f.name.clone()).collect())
+                        .unwrap_or_default(),
+                    docs_url: e.provider.docs_url.clone(),
+                    notes: e.provider.notes.clone(),
+                }
             })
             .collect(),
     )

@@ -65,8 +65,16 @@ pub async fn issue(
         }
         Err(e) => return Err(e.into()),
     };
+    let credentials = t.credentials.as_ref().map(|c| {
+        c.iter()
+            .map(|(k, v)| (k.clone(), v.expose().to_string()))
+            .collect()
+    });
     let body = TokenResponse {
-        access_token: t.access_token.expose().to_string(),
+        access_token: credentials
+            .is_none()
+            .then(|| t.access_token.expose().to_string()),
+        credentials,
         token_type: t.token_type,
         expires_at: t.expires_at.map(rfc3339),
         scopes: t.scopes,

@@ -18,6 +18,8 @@ pub struct CreateIntegration {
     pub slug: String,
     /// Catalog provider id (`slack`, `google-drive`, or a custom one).
     pub provider: String,
+    /// The OAuth client id; leave out for API-key providers (each user brings a key).
+    #[serde(default)]
     pub client_id: String,
     #[serde(default)]
     pub client_secret: Option<String>,
@@ -244,7 +246,16 @@ pub struct TokenBody {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TokenResponse {
-    pub access_token: String,
+    /// The provider access token (OAuth providers). Absent for API-key providers, which
+    /// answer `credentials` instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<String>,
+    /// For API-key providers (`token_type: "api_key"`): every field the user entered, by
+    /// the catalog entry's field names, e.g. `{"api_key": "sk-..."}` or
+    /// `{"account_sid": "AC...", "auth_token": "..."}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<BTreeMap<String, String>>,
+    /// `bearer` for OAuth tokens, `api_key` for API-key credentials.
     pub token_type: String,
     /// When the access token expires; absent for tokens that do not expire.
     pub expires_at: Option<String>,
@@ -354,12 +365,17 @@ pub struct DisconnectResponse {
 pub struct ProviderView {
     pub id: String,
     pub name: String,
+    /// `oauth2`, `client_credentials` (app-level tokens) or `api_key`.
+    pub kind: String,
     pub api_base_url: String,
     pub pkce: bool,
     pub scope_separator: String,
     pub default_scopes: Vec<String>,
     pub settings: Vec<String>,
     pub revocation: bool,
+    /// API-key providers: the fields the widget's form asks for.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub credential_fields: Vec<String>,
     pub docs_url: Option<String>,
     pub notes: Option<String>,
 }

@@ -6,6 +6,7 @@
 //! pending authorization stores; the callback must present it (S4). Forms carry a
 //! CSRF token derived from that cookie (S8).
 
+mod api_key;
 mod render;
 
 pub use render::Pages;
@@ -28,6 +29,14 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/connect/{token}", get(widget).post(start_from_widget))
         .route("/connect/link/{id}", get(link_page).post(start_from_link))
+        .route(
+            "/connect/{token}/key/{slug}",
+            get(api_key::widget_form).post(api_key::widget_submit),
+        )
+        .route(
+            "/connect/link/{id}/key",
+            get(api_key::link_form).post(api_key::link_submit),
+        )
         .route("/oauth/callback", get(callback))
         .route("/assets/keyway.css", get(stylesheet))
 }
@@ -164,6 +173,9 @@ async fn widget(
                 state,
                 account => conn.as_ref().and_then(|c| c.account_name.clone().or(c.account_id.clone())),
                 missing => missing,
+                key_url => entry
+                    .filter(|e| e.provider.api_key.is_some())
+                    .map(|_| format!("/connect/{token}/key/{}", i.slug)),
             }
         })
         .collect();
@@ -245,6 +257,9 @@ async fn start_from_widget(
                 "integration_not_allowed",
                 "this link does not offer that integration",
             ));
+        }
+        if api_key::is_api_key(&s, &integration).await {
+            return Ok(format!("/connect/{token}/key/{integration}"));
         }
         s.broker
             .start_authorization(
@@ -341,6 +356,9 @@ async fn start_from_link(
         };
         let bind = check_csrf(&headers, &form.csrf)?;
         let link = s.broker.authorize_link(&id).await?;
+        if api_key::is_api_key(&s, &link.integration).await {
+            return Ok(format!("/connect/link/{id}/key"));
+        }
         s.broker
             .start_authorization(
                 FlowTarget {
@@ -384,6 +402,39 @@ fn with_params(base: &str, params: &[(&str, &str)]) -> Option<String> {
     Some(u.into())
 }
 
+/// The end of a successful connect: back to the application, or a page saying so.
+fn connected(
+    s: &AppState,
+    connection: &keyway_core::model::Connection,
+    return_url: Option<String>,
+) -> Response {
+    tracing::info!(connection = %connection.id, integration = %connection.integration, "account connected");
+    match return_url.and_then(|r| {
+        with_params(
+            &r,
+            &[
+                ("connection_id", &connection.id),
+                ("status", connection.status.as_str()),
+            ],
+        )
+    }) {
+        Some(u) => Redirect::to(&u).into_response(),
+        None => page(
+            s,
+            StatusCode::OK,
+            "message.html",
+            context! {
+                ok => true,
+                title => "Connected",
+                message => format!(
+                    "Your account{} is connected. You can close this window.",
+                    connection.account_name.as_deref().map(|n| format!(" {n}")).unwrap_or_default()
+                ),
+            },
+        ),
+    }
+}
+
 /// `GET /oauth/callback`: the single redirect URI registered with every provider.
 async fn callback(
     State(s): State<AppState>,
@@ -402,33 +453,7 @@ async fn callback(
         Ok(CallbackOutcome::Connected {
             connection,
             return_url,
-        }) => {
-            tracing::info!(connection = %connection.id, integration = %connection.integration, "account connected");
-            match return_url.and_then(|r| {
-                with_params(
-                    &r,
-                    &[
-                        ("connection_id", &connection.id),
-                        ("status", connection.status.as_str()),
-                    ],
-                )
-            }) {
-                Some(u) => Redirect::to(&u).into_response(),
-                None => page(
-                    &s,
-                    StatusCode::OK,
-                    "message.html",
-                    context! {
-                        ok => true,
-                        title => "Connected",
-                        message => format!(
-                            "Your account{} is connected. You can close this window.",
-                            connection.account_name.as_deref().map(|n| format!(" {n}")).unwrap_or_default()
-                        ),
-                    },
-                ),
-            }
-        }
+        }) => connected(&s, &connection, return_url),
         Ok(CallbackOutcome::ProviderError {
             error,
             return_url,

@@ -24,6 +24,7 @@ impl Pages {
             ("layout.html", include_str!("../../templates/layout.html")),
             ("connect.html", include_str!("../../templates/connect.html")),
             ("link.html", include_str!("../../templates/link.html")),
+            ("key.html", include_str!("../../templates/key.html")),
             ("message.html", include_str!("../../templates/message.html")),
             (
                 "sandbox_authorize.html",

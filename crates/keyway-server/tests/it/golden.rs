@@ -44,9 +44,19 @@ fn openapi_document_matches_golden() {
 fn catalog_list_matches_golden() {
     let c = keyway_core::catalog::Catalog::load("{keyway_url}", &Default::default(), false)
         .expect("catalog");
-    let mut out = String::from("# Built-in provider catalog\n\nGenerated from `crates/keyway-core/catalog/*.toml` by the golden test; do not edit.\n\n| id | name | PKCE | client auth | scope separator | refresh rotation | revocation | settings |\n|---|---|---|---|---|---|---|---|\n");
+    let mut out = String::from("# Built-in provider catalog\n\nGenerated from `crates/keyway-core/catalog/*.toml` by the golden test; do not edit.\n\n## OAuth 2.0\n\n| id | name | PKCE | client auth | scope separator | refresh rotation | revocation | settings |\n|---|---|---|---|---|---|---|---|\n");
+    let settings = |e: &keyway_core::catalog::CatalogEntry| {
+        e.provider
+            .tenant
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     for e in c.iter() {
-        let o = &e.provider.oauth2;
+        let Some(o) = &e.provider.oauth2 else {
+            continue;
+        };
         let revocation = if o.revocation.is_some() {
             "custom"
         } else if o.revocation_url.is_some() {
@@ -63,12 +73,42 @@ fn catalog_list_matches_golden() {
             o.scope_separator,
             o.refresh_token_rotation,
             revocation,
+            settings(e)
+        ));
+    }
+    out.push_str("\n## API keys\n\n| id | name | fields (secret in bold) | sent as | checked with | settings |\n|---|---|---|---|---|---|\n");
+    for e in c.iter() {
+        let Some(k) = &e.provider.api_key else {
+            continue;
+        };
+        let fields: Vec<String> = k
+            .fields
+            .iter()
+            .map(|f| {
+                if f.secret {
+                    format!("**{}**", f.name)
+                } else {
+                    f.name.clone()
+                }
+            })
+            .collect();
+        let mut sent: Vec<String> = k.headers.keys().map(|h| format!("header `{h}`")).collect();
+        sent.extend(k.query.keys().map(|q| format!("query `{q}`")));
+        if k.basic.is_some() {
+            sent.push("HTTP Basic".into());
+        }
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            e.id,
+            e.provider.name,
+            fields.join(", "),
+            sent.join(", "),
             e.provider
-                .tenant
-                .iter()
-                .map(|t| t.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+                .identity
+                .as_ref()
+                .map(|i| format!("`{} {}`", i.method, i.url))
+                .unwrap_or_else(|| "—".into()),
+            settings(e)
         ));
     }
     check("catalog.md", &out);
