@@ -10,6 +10,11 @@
 //!   an existing one, and resident memory after idling.
 
 use anyhow::{bail, Context, Result};
+
+/// mimalloc: the token path allocates on several threads at once (Tokio workers, the
+/// SQLite writer), where glibc's arena locks showed up as the top cost in profiles.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use axum::http::header;
 use axum::response::IntoResponse;
 use clap::{Parser, ValueEnum};
