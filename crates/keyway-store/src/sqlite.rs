@@ -1232,7 +1232,9 @@ mod audit_writer_tests {
             AuditEvent::new(OffsetDateTime::UNIX_EPOCH, "token.issued", "key:k")
                 .details(serde_json::json!({"n": n}))
         };
-        s.append_audit(&[ev(1)]).await.expect("slow path reads the head");
+        s.append_audit(&[ev(1)])
+            .await
+            .expect("slow path reads the head");
         assert!(!w.dirty.load(std::sync::atomic::Ordering::Acquire));
         s.append_audit(&[ev(2), ev(3)]).await.expect("fast path");
         assert!(
