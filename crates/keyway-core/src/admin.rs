@@ -21,6 +21,74 @@ pub struct NewApplication {
     pub agent_session_max_secs: Option<i64>,
     pub agent_session_default_secs: Option<i64>,
     pub login_url: Option<String>,
+    pub branding: Branding,
+}
+
+/// `PATCH /v1/applications/{id}`: only the fields given change.
+#[derive(Debug, Clone, Default)]
+pub struct ApplicationPatch {
+    pub name: Option<String>,
+    pub return_urls: Option<Vec<String>>,
+    pub allowed_origins: Option<Vec<String>>,
+    pub login_url: Option<String>,
+    pub branding: Option<Branding>,
+}
+
+/// The widget's colour goes into CSS and the logo's origin into a CSP header: both are
+/// held to exact shapes.
+fn check_branding(b: &Branding) -> Result<(), CoreError> {
+    if let Some(c) = &b.accent_color {
+        let ok =
+            c.len() == 7 && c.starts_with('#') && c[1..].chars().all(|ch| ch.is_ascii_hexdigit());
+        if !ok {
+            return Err(CoreError::invalid(
+                "invalid_request",
+                "`branding.accent_color` must be a colour like #3a5bd9",
+            ));
+        }
+    }
+    if let Some(l) = &b.logo_url {
+        let parsed = url::Url::parse(l).ok().filter(|u| {
+            l.len() <= 2048
+                && u.username().is_empty()
+                && u.fragment().is_none()
+                && crate::catalog::load_url_allowed(u)
+        });
+        if parsed.is_none() {
+            return Err(CoreError::invalid(
+                "invalid_request",
+                "`branding.logo_url` must be an https URL (plain http only on loopback)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The checks every application's fields pass, at creation and on change.
+fn check_application_fields(
+    name: &str,
+    return_urls: &[String],
+    allowed_origins: &[String],
+    login_url: Option<&String>,
+    branding: &Branding,
+) -> Result<(), CoreError> {
+    check_id("name", name)?;
+    if return_urls.len() > 50 || allowed_origins.len() > 50 {
+        return Err(CoreError::invalid(
+            "invalid_request",
+            "at most 50 return URLs and 50 origins",
+        ));
+    }
+    for u in return_urls {
+        check_url("return_urls", u, false)?;
+    }
+    for o in allowed_origins {
+        check_url("allowed_origins", o, true)?;
+    }
+    if let Some(l) = login_url {
+        check_url("login_url", l, false)?;
+    }
+    check_branding(branding)
 }
 
 #[derive(Debug, Clone, Default)]
@@ -155,22 +223,13 @@ impl Broker {
         actor: &str,
         input: NewApplication,
     ) -> Result<Application, CoreError> {
-        check_id("name", &input.name)?;
-        if input.return_urls.len() > 50 || input.allowed_origins.len() > 50 {
-            return Err(CoreError::invalid(
-                "invalid_request",
-                "at most 50 return URLs and 50 origins",
-            ));
-        }
-        for u in &input.return_urls {
-            check_url("return_urls", u, false)?;
-        }
-        for o in &input.allowed_origins {
-            check_url("allowed_origins", o, true)?;
-        }
-        if let Some(l) = &input.login_url {
-            check_url("login_url", l, false)?;
-        }
+        check_application_fields(
+            &input.name,
+            &input.return_urls,
+            &input.allowed_origins,
+            input.login_url.as_ref(),
+            &input.branding,
+        )?;
         if let Some(list) = &input.allowed_integrations {
             for s in list {
                 check_slug("allowed_integrations", s)?;
@@ -190,12 +249,64 @@ impl Broker {
             agent_session_max_secs: max,
             agent_session_default_secs: default,
             login_url: input.login_url,
+            branding: input.branding,
             created_at: self.clock.now(),
         };
         let event = AuditEvent::new(app.created_at, "application.created", actor)
             .application(&app.id)
             .details(serde_json::json!({"name": app.name, "return_urls": app.return_urls, "allowed_integrations": app.allowed_integrations}));
         self.store.insert_application(&app, &[event]).await?;
+        Ok(app)
+    }
+
+    /// Changes an application's name, URLs, origins or branding; audited with the fields
+    /// that changed.
+    pub async fn update_application(
+        &self,
+        actor: &str,
+        id: &str,
+        patch: ApplicationPatch,
+    ) -> Result<Application, CoreError> {
+        let mut app = self.application(id).await?;
+        let mut changed = Vec::new();
+        if let Some(v) = patch.name {
+            app.name = v;
+            changed.push("name");
+        }
+        if let Some(v) = patch.return_urls {
+            app.return_urls = v;
+            changed.push("return_urls");
+        }
+        if let Some(v) = patch.allowed_origins {
+            app.allowed_origins = v;
+            changed.push("allowed_origins");
+        }
+        if let Some(v) = patch.login_url {
+            app.login_url = Some(v);
+            changed.push("login_url");
+        }
+        if let Some(v) = patch.branding {
+            app.branding = v;
+            changed.push("branding");
+        }
+        if changed.is_empty() {
+            return Err(CoreError::invalid("invalid_request", "nothing to change"));
+        }
+        check_application_fields(
+            &app.name,
+            &app.return_urls,
+            &app.allowed_origins,
+            app.login_url.as_ref(),
+            &app.branding,
+        )?;
+        let event = AuditEvent::new(self.clock.now(), "application.updated", actor)
+            .application(&app.id)
+            .details(serde_json::json!({"changed": changed, "return_urls": app.return_urls, "allowed_origins": app.allowed_origins, "branding": app.branding}));
+        if !self.store.update_application(&app, &[event]).await? {
+            return Err(CoreError::NotFound {
+                what: "application",
+            });
+        }
         Ok(app)
     }
 

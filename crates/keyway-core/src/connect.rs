@@ -43,6 +43,18 @@ pub struct FlowTarget {
     pub shared: bool,
 }
 
+/// One line of the widget: an integration and what this user has connected to it.
+#[derive(Debug, Clone)]
+pub struct WidgetItem {
+    pub integration: Integration,
+    /// The connection the line's state is about: one needing attention first.
+    pub primary: Option<Connection>,
+    /// Every live connection (several accounts of one provider each get a line of
+    /// their own to disconnect).
+    pub connections: Vec<Connection>,
+    pub missing_scopes: Vec<String>,
+}
+
 /// The query of `GET /oauth/callback`.
 #[derive(Debug, Clone, Default)]
 pub struct CallbackParams {
@@ -64,6 +76,7 @@ pub enum CallbackOutcome {
         error: String,
         return_url: Option<String>,
         integration: String,
+        application_id: String,
     },
 }
 
@@ -209,13 +222,7 @@ impl Broker {
     pub async fn widget_view(
         &self,
         session: &ConnectSession,
-    ) -> Result<
-        (
-            Application,
-            Vec<(Integration, Option<Connection>, Vec<String>)>,
-        ),
-        CoreError,
-    > {
+    ) -> Result<(Application, Vec<WidgetItem>), CoreError> {
         let app = self.application(&session.application_id).await?;
         let slugs: Vec<String> = match (&session.integrations, &app.allowed_integrations) {
             (Some(list), _) => list.clone(),
@@ -251,22 +258,12 @@ impl Broker {
                 }
                 _ => self.store.find_connections(&key).await?,
             };
-            // One line per integration: the connection needing attention first, and every
-            // connected account named.
-            let mut conn = conns
+            // One line per integration: the connection needing attention first.
+            let conn = conns
                 .iter()
                 .find(|c| c.status == ConnectionStatus::NeedsReauthorization)
                 .or(conns.first())
                 .cloned();
-            if conns.len() > 1 {
-                if let Some(c) = conn.as_mut() {
-                    let names: Vec<String> = conns
-                        .iter()
-                        .filter_map(|c| c.account_name.clone().or(c.account_id.clone()))
-                        .collect();
-                    c.account_name = Some(names.join(", "));
-                }
-            }
             let configured = crate::oauth::requested_scopes(&self.provider_ctx(&integration)?);
             let missing = conn
                 .as_ref()
@@ -278,9 +275,58 @@ impl Broker {
                         .collect()
                 })
                 .unwrap_or_default();
-            out.push((integration, conn, missing));
+            out.push(WidgetItem {
+                integration,
+                primary: conn,
+                connections: conns,
+                missing_scopes: missing,
+            });
         }
         Ok((app, out))
+    }
+
+    /// Disconnects one of the session's own connections from the widget: the person
+    /// holding the connect link may remove what that link could have connected, nothing
+    /// else (the user's, or the organization's when the session connects for it).
+    pub async fn disconnect_from_session(
+        &self,
+        session: &ConnectSession,
+        connection_id: &str,
+    ) -> Result<(Connection, RevocationOutcome), CoreError> {
+        let conn = self
+            .store
+            .get_connection(connection_id)
+            .await?
+            .filter(|c| {
+                let owner = if session.shared {
+                    c.shared && c.organization_id == session.organization_id
+                } else {
+                    !c.shared
+                        && c.user_id == session.user_id
+                        && c.organization_id == session.organization_id
+                };
+                owner
+                    && c.application_id == session.application_id
+                    && session
+                        .integrations
+                        .as_ref()
+                        .is_none_or(|list| list.contains(&c.integration))
+            })
+            .ok_or(CoreError::NotFound { what: "connection" })?;
+        if conn.status == ConnectionStatus::Revoked {
+            return Err(CoreError::Conflict {
+                code: "already_revoked",
+                detail: "this connection was already disconnected".into(),
+            });
+        }
+        let actor = format!("user:{}", session.user_id);
+        let outcome = self.revoke_and_shred(&conn, &actor, "disconnect").await?;
+        let conn = self
+            .store
+            .get_connection(&conn.id)
+            .await?
+            .ok_or(CoreError::NotFound { what: "connection" })?;
+        Ok((conn, outcome))
     }
 
     /// `POST /v1/integrations/{slug}/authorize`: a link the application sends its user
@@ -451,6 +497,7 @@ impl Broker {
                 error,
                 return_url: pending.return_url,
                 integration: pending.integration,
+                application_id: pending.application_id,
             });
         }
         let code = params

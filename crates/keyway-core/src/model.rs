@@ -18,7 +18,17 @@ pub struct Application {
     pub agent_session_max_secs: i64,
     pub agent_session_default_secs: i64,
     pub login_url: Option<String>,
+    /// How the connect widget looks for this application.
+    pub branding: Branding,
     pub created_at: OffsetDateTime,
+}
+
+/// An application's look in the widget. Checked when set: the colour is `#rrggbb` and the
+/// logo an https URL (plain http only on loopback), so both can go into CSS and CSP.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Branding {
+    pub accent_color: Option<String>,
+    pub logo_url: Option<String>,
 }
 
 /// Who is calling the API, established from the bearer API key.

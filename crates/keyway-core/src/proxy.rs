@@ -254,8 +254,16 @@ impl Broker {
             let Some(current) = self.store.get_connection(&conn.id).await? else {
                 return Ok(None);
             };
-            if current.status != ConnectionStatus::Active {
-                return Ok(None);
+            match current.status {
+                ConnectionStatus::Active => {}
+                // Found dead meanwhile (keep-alive, another caller): say so, not 401.
+                ConnectionStatus::NeedsReauthorization => {
+                    return Err(CoreError::NeedsReauthorization {
+                        connection_id: current.id.clone(),
+                        reconnect_url: None,
+                    })
+                }
+                ConnectionStatus::Revoked => return Ok(None),
             }
             let (cached, _) = self.open_cached_pub(&current)?;
             if cached.access_token.expose() != rejected.expose() {

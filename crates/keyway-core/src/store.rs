@@ -41,6 +41,13 @@ pub trait Store: Send + Sync + 'static {
         audit: &[AuditEvent],
     ) -> Result<(), StoreError>;
     async fn get_application(&self, id: &str) -> Result<Option<Application>, StoreError>;
+    /// Writes the editable fields (name, URLs, origins, integrations, login URL,
+    /// branding); `false` when there is no such application.
+    async fn update_application(
+        &self,
+        app: &Application,
+        audit: &[AuditEvent],
+    ) -> Result<bool, StoreError>;
     async fn list_applications(&self) -> Result<Vec<Application>, StoreError>;
     async fn insert_api_key(
         &self,

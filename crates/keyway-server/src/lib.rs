@@ -36,6 +36,13 @@ impl ServerConfig {
     pub fn secure_cookies(&self) -> bool {
         self.public_url.starts_with("https://")
     }
+
+    /// The origin browsers send for Keyway's own pages (`Origin` header).
+    pub fn public_origin(&self) -> String {
+        url::Url::parse(&self.public_url)
+            .map(|u| u.origin().ascii_serialization())
+            .unwrap_or_else(|_| self.public_url.clone())
+    }
 }
 
 pub struct Inner {
@@ -97,6 +104,10 @@ pub fn router_with(state: AppState, extra: Option<Router<AppState>>) -> Router {
         .route(
             "/applications",
             post(api::admin::create_application).get(api::admin::list_applications),
+        )
+        .route(
+            "/applications/{id}",
+            axum::routing::patch(api::admin::update_application),
         )
         .route(
             "/applications/{id}/api-keys",

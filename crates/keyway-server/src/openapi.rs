@@ -28,7 +28,7 @@ impl Modify for ApiKeyAuth {
     info(title = "Keyway", description = "Self-hosted delegated-access broker: connect accounts, get fresh tokens, govern every connection.", version = "1"),
     paths(
         admin::create_integration, admin::list_integrations, admin::get_integration, admin::patch_integration,
-        admin::create_application, admin::list_applications, admin::create_api_key, admin::list_api_keys, admin::revoke_api_key,
+        admin::create_application, admin::update_application, admin::list_applications, admin::create_api_key, admin::list_api_keys, admin::revoke_api_key,
         admin::list_providers, admin::reseal,
         connect::create_session, connect::authorize,
         tokens::issue,

@@ -19,6 +19,10 @@ pub(crate) const SQLITE: &[(i64, &str)] = &[
         5,
         include_str!("../migrations/sqlite/0005_shared_connections.sql"),
     ),
+    (
+        6,
+        include_str!("../migrations/sqlite/0006_application_branding.sql"),
+    ),
 ];
 
 /// Runs on one connection, before the pool opens others: a migration's write lock must

@@ -67,6 +67,9 @@ pub(crate) fn application(row: &SqliteRow) -> Result<Application, StoreError> {
         agent_session_max_secs: row.try_get("agent_session_max_secs").map_err(db_err)?,
         agent_session_default_secs: row.try_get("agent_session_default_secs").map_err(db_err)?,
         login_url: os(row, "login_url")?,
+        branding: os(row, "branding")?
+            .and_then(|v| serde_json::from_str(&v).ok())
+            .unwrap_or_default(),
         created_at: t(row, "created_at")?,
     })
 }

@@ -341,7 +341,7 @@ impl Store for SqliteStore {
         a: &Application,
         audit: &[AuditEvent],
     ) -> Result<(), StoreError> {
-        let q = sqlx::query("INSERT INTO applications (id, name, return_urls, allowed_origins, allowed_integrations, agent_session_max_secs, agent_session_default_secs, login_url, created_at) VALUES (?,?,?,?,?,?,?,?,?)")
+        let q = sqlx::query("INSERT INTO applications (id, name, return_urls, allowed_origins, allowed_integrations, agent_session_max_secs, agent_session_default_secs, login_url, branding, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)")
             .bind(&a.id)
             .bind(&a.name)
             .bind(json(&a.return_urls))
@@ -350,6 +350,7 @@ impl Store for SqliteStore {
             .bind(a.agent_session_max_secs)
             .bind(a.agent_session_default_secs)
             .bind(&a.login_url)
+            .bind(json(&a.branding))
             .bind(ms(a.created_at));
         self.write_audited(q, audit).await.map(|_| ())
     }
@@ -361,6 +362,22 @@ impl Store for SqliteStore {
             .await
             .map_err(db_err)?;
         row.as_ref().map(rows::application).transpose()
+    }
+
+    async fn update_application(
+        &self,
+        a: &Application,
+        audit: &[AuditEvent],
+    ) -> Result<bool, StoreError> {
+        let q = sqlx::query("UPDATE applications SET name = ?, return_urls = ?, allowed_origins = ?, allowed_integrations = ?, login_url = ?, branding = ? WHERE id = ?")
+            .bind(&a.name)
+            .bind(json(&a.return_urls))
+            .bind(json(&a.allowed_origins))
+            .bind(a.allowed_integrations.as_ref().map(json))
+            .bind(&a.login_url)
+            .bind(json(&a.branding))
+            .bind(&a.id);
+        self.write_audited(q, audit).await
     }
 
     async fn list_applications(&self) -> Result<Vec<Application>, StoreError> {

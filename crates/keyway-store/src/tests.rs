@@ -62,8 +62,28 @@ fn app_1() -> Application {
         agent_session_max_secs: 3600,
         agent_session_default_secs: 600,
         login_url: None,
+        branding: Default::default(),
         created_at: t0(),
     }
+}
+
+#[tokio::test]
+async fn applications_are_updated_with_their_branding() {
+    let s = store_with_app().await;
+    let mut a = app_1();
+    a.name = "Renamed".into();
+    a.branding.accent_color = Some("#112233".into());
+    a.branding.logo_url = Some("https://cdn.example/logo.svg".into());
+    assert!(s.update_application(&a, &[]).await.expect("update"));
+    let back = s
+        .get_application("app_1")
+        .await
+        .expect("get")
+        .expect("some");
+    assert_eq!(back.name, "Renamed");
+    assert_eq!(back.branding, a.branding);
+    a.id = "app_nope".into();
+    assert!(!s.update_application(&a, &[]).await.expect("no row"));
 }
 
 async fn store_with_app() -> SqliteStore {

@@ -139,11 +139,40 @@ pub async fn create_application(
                 agent_session_max_secs: b.agent_session_max,
                 agent_session_default_secs: b.agent_session_default,
                 login_url: b.login_url,
+                branding: b.branding.map(Into::into).unwrap_or_default(),
             },
         )
         .await?;
     tracing::info!(application = %a.id, "application created");
     Ok((StatusCode::CREATED, Json((&a).into())))
+}
+
+/// Change an application: name, return URLs, allowed origins, login URL, branding.
+#[utoipa::path(patch, path = "/v1/applications/{id}", tag = "admin", request_body = PatchApplication,
+    responses((status = 200, body = ApplicationView), (status = 400, body = Problem), (status = 404, body = Problem)), security(("api_key" = [])))]
+pub async fn update_application(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<PatchApplication>,
+) -> Result<Json<ApplicationView>, ApiError> {
+    auth.require_admin()?;
+    let a = s
+        .broker
+        .update_application(
+            &auth.0.actor(),
+            &id,
+            keyway_core::admin::ApplicationPatch {
+                name: b.name,
+                return_urls: b.return_urls,
+                allowed_origins: b.allowed_origins,
+                login_url: b.login_url,
+                branding: b.branding.map(Into::into),
+            },
+        )
+        .await?;
+    tracing::info!(application = %a.id, "application updated");
+    Ok(Json((&a).into()))
 }
 
 /// List applications (an application key sees its own).

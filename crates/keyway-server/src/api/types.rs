@@ -101,6 +101,44 @@ pub struct CreateApplication {
     /// Where agent approvals send the browser to sign the user in.
     #[serde(default)]
     pub login_url: Option<String>,
+    /// How the connect widget looks for this application.
+    #[serde(default)]
+    pub branding: Option<BrandingBody>,
+}
+
+/// The widget's look: an accent colour (`#rrggbb`) and a logo (https URL).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BrandingBody {
+    #[serde(default)]
+    pub accent_color: Option<String>,
+    #[serde(default)]
+    pub logo_url: Option<String>,
+}
+
+impl From<BrandingBody> for keyway_core::model::Branding {
+    fn from(b: BrandingBody) -> Self {
+        Self {
+            accent_color: b.accent_color,
+            logo_url: b.logo_url,
+        }
+    }
+}
+
+/// `PATCH /v1/applications/{id}`: the fields to change.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchApplication {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub return_urls: Option<Vec<String>>,
+    #[serde(default)]
+    pub allowed_origins: Option<Vec<String>>,
+    #[serde(default)]
+    pub login_url: Option<String>,
+    #[serde(default)]
+    pub branding: Option<BrandingBody>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -113,6 +151,7 @@ pub struct ApplicationView {
     pub agent_session_max: i64,
     pub agent_session_default: i64,
     pub login_url: Option<String>,
+    pub branding: BrandingBody,
     pub created_at: String,
 }
 
@@ -127,6 +166,10 @@ impl From<&Application> for ApplicationView {
             agent_session_max: a.agent_session_max_secs,
             agent_session_default: a.agent_session_default_secs,
             login_url: a.login_url.clone(),
+            branding: BrandingBody {
+                accent_color: a.branding.accent_color.clone(),
+                logo_url: a.branding.logo_url.clone(),
+            },
             created_at: rfc3339(a.created_at),
         }
     }

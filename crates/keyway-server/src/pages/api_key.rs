@@ -3,7 +3,7 @@
 //! check the key, and only then stores it. A rejected key shows the form again with the
 //! reason; secret fields are never echoed back into the page.
 
-use super::{binding, check_csrf, connected, csrf_for, error_page, page, set_cookie};
+use super::{binding, check_csrf, connected, csrf_for, error_page, set_cookie};
 use crate::AppState;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -31,6 +31,7 @@ pub(super) async fn is_api_key(s: &AppState, slug: &str) -> bool {
 struct FormTarget {
     target: FlowTarget,
     app_name: String,
+    branding: keyway_core::model::Branding,
     action: String,
     back: String,
 }
@@ -57,6 +58,7 @@ async fn from_session(s: &AppState, token: &str, slug: &str) -> Result<FormTarge
         })?;
     Ok(FormTarget {
         app_name: app.name,
+        branding: app.branding,
         action: format!("/connect/{token}/key/{slug}"),
         back: format!("/connect/{token}"),
         target: FlowTarget {
@@ -85,6 +87,7 @@ async fn from_link(s: &AppState, id: &str) -> Result<FormTarget, CoreError> {
         })?;
     Ok(FormTarget {
         app_name: app.name,
+        branding: app.branding,
         action: format!("/connect/link/{id}/key"),
         back: format!("/connect/link/{id}"),
         target: FlowTarget {
@@ -153,11 +156,13 @@ fn render_form(
             }
         })
         .collect();
-    page(
-        s,
+    let th = super::theme(&t.branding);
+    s.pages.render_with(
         status,
         "key.html",
         context! {
+            theme_css => th.css,
+            logo_url => th.logo_url,
             app_name => t.app_name,
             user_id => t.target.user_id,
             organization_id => t.target.organization_id,
@@ -170,6 +175,10 @@ fn render_form(
             action => t.action,
             back => t.back,
             error,
+        },
+        &super::render::PageSecurity {
+            frame_ancestors: Vec::new(),
+            img_src: th.img_src,
         },
     )
 }
@@ -225,7 +234,7 @@ async fn submit(
         Err(e) => return error_page(&s, &e),
     };
     match s.broker.connect_api_key(t.target.clone(), &form).await {
-        Ok(connection) => connected(&s, &connection, t.target.return_url.clone()),
+        Ok(connection) => connected(&s, &connection, t.target.return_url.clone()).await,
         Err(e) => {
             let status = match &e {
                 CoreError::Invalid {

@@ -9,7 +9,34 @@ pub struct Pages {
 
 /// No inline script or style; nothing may frame these pages; forms post to Keyway,
 /// which redirects to the provider.
-pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self' https: http://127.0.0.1:* http://localhost:*; frame-ancestors 'none'; base-uri 'none'";
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self' https: http://127.0.0.1:* http://localhost:*; frame-ancestors 'none'; base-uri 'none'";
+
+/// What a page relaxes in its headers: the embeddable widget may be framed by the
+/// application's allowed origins, and shows the application's logo.
+#[derive(Debug, Default, Clone)]
+pub struct PageSecurity {
+    pub frame_ancestors: Vec<String>,
+    pub img_src: Vec<String>,
+}
+
+impl PageSecurity {
+    fn csp(&self) -> Option<String> {
+        if self.frame_ancestors.is_empty() && self.img_src.is_empty() {
+            return None;
+        }
+        let frame = if self.frame_ancestors.is_empty() {
+            "'none'".to_string()
+        } else {
+            self.frame_ancestors.join(" ")
+        };
+        let img = if self.img_src.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", self.img_src.join(" "))
+        };
+        Some(format!("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:{img}; form-action 'self' https: http://127.0.0.1:* http://localhost:*; frame-ancestors {frame}; base-uri 'none'"))
+    }
+}
 
 impl Default for Pages {
     fn default() -> Self {
@@ -39,6 +66,18 @@ impl Pages {
     }
 
     pub fn render(&self, status: StatusCode, name: &str, ctx: minijinja::Value) -> Response {
+        self.render_with(status, name, ctx, &PageSecurity::default())
+    }
+
+    /// Renders with relaxed framing or image sources; values come from the application's
+    /// checked settings, never from the request.
+    pub fn render_with(
+        &self,
+        status: StatusCode,
+        name: &str,
+        ctx: minijinja::Value,
+        sec: &PageSecurity,
+    ) -> Response {
         let html = match self.env.get_template(name).and_then(|t| t.render(ctx)) {
             Ok(h) => h,
             Err(e) => {
@@ -52,11 +91,22 @@ impl Pages {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/html; charset=utf-8"),
         );
-        h.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(CSP),
-        );
-        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        match sec.csp().and_then(|c| HeaderValue::from_str(&c).ok()) {
+            Some(v) => {
+                // CSP frame-ancestors names who may frame; X-Frame-Options cannot.
+                h.insert(header::CONTENT_SECURITY_POLICY, v);
+                if sec.frame_ancestors.is_empty() {
+                    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+                }
+            }
+            None => {
+                h.insert(
+                    header::CONTENT_SECURITY_POLICY,
+                    HeaderValue::from_static(CSP),
+                );
+                h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+            }
+        }
         // Connect URLs carry tokens: never send them on to the provider as a Referer.
         h.insert(
             header::REFERRER_POLICY,

@@ -18,6 +18,7 @@ mod refresh;
 mod security;
 mod shared;
 mod webhooks;
+mod widget;
 
 use keyway_testkit::{App, FakeProvider, Flavor, TestKeyway, TestOptions};
 

@@ -1,0 +1,240 @@
+// The connect widget in a real browser: Debian's Chromium driven by playwright-core,
+// against `keyway serve --dev` (the built-in sandbox provider) and a host page on another
+// origin that loads keyway.js. Each scenario saves screenshots under
+// tests/browser/screenshots/ (the README's images come from there).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+import { freePort, Processes } from '../lib/harness.mjs';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const bin = resolve(process.env.KEYWAY_BIN || join(here, '../../target/debug/keyway'));
+const shots = join(here, 'screenshots');
+const procs = new Processes();
+let dir, keyway, port, adminKey, app, hostServer, hostOrigin, browser;
+
+function cleanEnv() {
+  return Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('KEYWAY_')));
+}
+
+async function startKeyway() {
+  await procs.start(bin, ['serve', '--dev', '--listen', `127.0.0.1:${port}`, '--data-dir', join(dir, 'data')], cleanEnv(), 'keyway token --integration sandbox');
+}
+
+async function api(method, path, key, body) {
+  const r = await fetch(`${keyway}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${key}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const text = await r.text();
+  return { status: r.status, body: text ? JSON.parse(text) : null };
+}
+
+async function connectUrl(user) {
+  const s = await api('POST', '/v1/connect/sessions', app.key, { user_id: user, integrations: ['sandbox'] });
+  assert.equal(s.status, 201, JSON.stringify(s.body));
+  return s.body.url;
+}
+
+// The application's page: loads keyway.js from Keyway and records every result.
+function hostPage(url) {
+  return `<!doctype html><html><head><meta charset="utf-8"><title>Acme Notes</title>
+<script src="${keyway}/assets/keyway.js"></script>
+<style>body{font:16px system-ui;margin:2rem;background:#fafafa} #inline{max-width:36rem;background:#fff}</style></head>
+<body><h1>Acme Notes — settings</h1>
+<button id="popup">Connect accounts (popup)</button>
+<button id="inline-btn">Connect accounts (inline)</button>
+<div id="inline"></div>
+<pre id="results"></pre>
+<script>
+  const url = ${JSON.stringify(url)};
+  const onResult = (r) => { document.getElementById('results').textContent += JSON.stringify(r) + '\\n'; };
+  document.getElementById('popup').onclick = () => Keyway.open(url, { mode: 'popup', onResult });
+  document.getElementById('inline-btn').onclick = () => Keyway.open(url, { mode: 'inline', container: '#inline', onResult, height: 420 });
+</script></body></html>`;
+}
+
+let currentHostHtml = '';
+let framingHtml = '';
+
+before(async () => {
+  mkdirSync(shots, { recursive: true });
+  dir = mkdtempSync(join(tmpdir(), 'keyway-browser-'));
+  port = await freePort();
+  keyway = `http://127.0.0.1:${port}`;
+  await startKeyway();
+  adminKey = procs.logs.match(/admin key:\s+(\S+)/)[1];
+
+  // The host page is on another site (localhost, not 127.0.0.1), as an application's is.
+  const hostPort = await freePort();
+  hostOrigin = `http://localhost:${hostPort}`;
+  hostServer = createServer((req, res) => {
+    if (req.url === '/logo.svg') {
+      res.setHeader('content-type', 'image/svg+xml');
+      res.end('<svg xmlns="http://www.w3.org/2000/svg" width="170" height="32"><rect width="32" height="32" rx="6" fill="#0a7c59"/><text x="40" y="23" font-family="sans-serif" font-size="20" fill="#0a7c59">Acme Notes</text></svg>');
+      return;
+    }
+    res.setHeader('content-type', 'text/html; charset=utf-8');
+    res.end(req.url === '/framing' ? framingHtml : currentHostHtml);
+  });
+  await new Promise((r) => hostServer.listen(hostPort, '127.0.0.1', r));
+
+  const a = await api('POST', '/v1/applications', adminKey, { name: 'Acme Notes', return_urls: [], allowed_origins: [hostOrigin] });
+  assert.equal(a.status, 201, JSON.stringify(a.body));
+  const k = await api('POST', `/v1/applications/${a.body.id}/api-keys`, adminKey, { name: 'backend' });
+  app = { id: a.body.id, key: k.body.key };
+  // The application's look, through its settings.
+  const themed = await api('PATCH', `/v1/applications/${app.id}`, adminKey, { branding: { accent_color: '#0a7c59', logo_url: `${hostOrigin}/logo.svg` } });
+  assert.equal(themed.status, 200, JSON.stringify(themed.body));
+
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'],
+  });
+});
+
+after(async () => {
+  if (browser) await browser.close();
+  if (hostServer) hostServer.close();
+  procs.stopAll();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+async function approveInSandbox(win, account) {
+  await win.waitForURL(/\/sandbox\/oauth\/authorize/);
+  await win.getByLabel('Sandbox account name').fill(account);
+  await win.screenshot({ path: join(shots, 'sandbox-consent.png') });
+  await win.getByRole('button', { name: 'Approve' }).click();
+}
+
+async function results(page, n) {
+  await page.waitForFunction((n) => document.getElementById('results').textContent.trim().split('\n').filter(Boolean).length >= n, n);
+  return (await page.textContent('#results')).trim().split('\n').map((l) => JSON.parse(l));
+}
+
+test('connect through the widget opened by keyway.js in a popup; the host page hears the result', async () => {
+  const url = await connectUrl('ada');
+  currentHostHtml = hostPage(url);
+  const page = await browser.newPage();
+  await page.goto(hostOrigin);
+  const [popup] = await Promise.all([page.waitForEvent('popup'), page.click('#popup')]);
+  await popup.waitForLoadState();
+  await popup.getByRole('heading', { name: 'Connect your accounts' }).waitFor();
+  // S9: who is connecting what, before any provider is contacted.
+  assert.match(await popup.textContent('main'), /Acme Notes[\s\S]*ada/);
+  // Themed: the application's accent colour and logo.
+  assert.equal(await popup.evaluate(() => getComputedStyle(document.documentElement).getPropertyValue('--accent').trim()), '#0a7c59');
+  await popup.locator('img.app-logo').evaluate((img) => img.decode());
+  await popup.screenshot({ path: join(shots, 'widget.png') });
+  await popup.getByRole('button', { name: 'Connect Keyway Sandbox' }).click();
+  await approveInSandbox(popup, 'Ada Lovelace');
+  const [r] = await results(page, 1);
+  assert.equal(r.type, 'keyway:connected');
+  assert.equal(r.integration, 'sandbox');
+  assert.equal(r.account, 'Ada Lovelace');
+  assert.match(r.connection_id, /^conn_/);
+  await page.screenshot({ path: join(shots, 'host-result.png') });
+  if (!popup.isClosed()) await popup.waitForEvent('close', { timeout: 5000 });
+  const t = await api('POST', '/v1/token', app.key, { integration: 'sandbox', user_id: 'ada' });
+  assert.equal(t.status, 200);
+  assert.equal(t.body.connection_id, r.connection_id);
+  await page.close();
+});
+
+test('the inline widget in an iframe connects through its own window and reports to the host', async () => {
+  const url = await connectUrl('grace');
+  currentHostHtml = hostPage(url);
+  const page = await browser.newPage();
+  await page.goto(hostOrigin);
+  await page.click('#inline-btn');
+  const frame = page.frameLocator('#inline iframe');
+  await frame.getByRole('heading', { name: 'Connect your accounts' }).waitFor();
+  await page.screenshot({ path: join(shots, 'widget-inline.png') });
+  const [win] = await Promise.all([page.waitForEvent('popup'), frame.getByRole('link', { name: /Connect Keyway Sandbox/ }).click()]);
+  await win.waitForLoadState();
+  // The confirmation page in its own window: first-party, so the browser binding holds.
+  await win.getByRole('button', { name: 'Continue to Keyway Sandbox' }).click();
+  await approveInSandbox(win, 'Grace Hopper');
+  const [r] = await results(page, 1);
+  assert.equal(r.type, 'keyway:connected');
+  assert.equal(r.account, 'Grace Hopper');
+  // The iframe refreshed itself and shows the new state.
+  await frame.getByText('Connected as Grace Hopper').waitFor();
+  await page.screenshot({ path: join(shots, 'widget-inline-connected.png') });
+  await page.close();
+});
+
+test('the hosted widget cannot be framed, even by an allowed origin', async () => {
+  const url = await connectUrl('mallory');
+  framingHtml = `<!doctype html><iframe id="f" src="${url}"></iframe>`;
+  const page = await browser.newPage();
+  await page.goto(`${hostOrigin}/framing`);
+  await page.waitForTimeout(500);
+  const child = page.frames().find((f) => f !== page.mainFrame());
+  assert.ok(child, 'the iframe exists');
+  const body = await child.evaluate(() => document.body ? document.body.innerText : '').catch(() => '');
+  assert.doesNotMatch(body, /Connect your accounts/, 'the widget did not render in the frame');
+  await page.close();
+});
+
+test('disconnect from the widget, then reconnect after the provider forgot the grant', async () => {
+  // Restarting the dev server empties the sandbox's memory: the stored grant is dead.
+  await Promise.all(procs.children.map((c) => new Promise((r) => { if (c.exitCode !== null) r(); else { c.on('exit', r); c.kill('SIGTERM'); } })));
+  procs.children = [];
+  procs.logs = '';
+  await startKeyway();
+  const proxied = await fetch(`${keyway}/v1/proxy/sandbox/me`, { headers: { authorization: `Bearer ${app.key}`, 'keyway-user-id': 'ada' } });
+  assert.equal(proxied.status, 409, 'the dead grant is found when the API refuses the token');
+
+  const url = await connectUrl('ada');
+  currentHostHtml = hostPage(url);
+  const page = await browser.newPage();
+  await page.goto(hostOrigin);
+  const [popup] = await Promise.all([page.waitForEvent('popup'), page.click('#popup')]);
+  await popup.waitForLoadState();
+  await popup.getByText('Needs to be reconnected').waitFor();
+  await popup.screenshot({ path: join(shots, 'widget-needs-reconnect.png') });
+  await popup.getByRole('button', { name: 'Reconnect Keyway Sandbox' }).click();
+  await approveInSandbox(popup, 'Ada Lovelace');
+  const [r] = await results(page, 1);
+  assert.equal(r.type, 'keyway:connected');
+  const t = await api('POST', '/v1/token', app.key, { integration: 'sandbox', user_id: 'ada' });
+  assert.equal(t.status, 200, JSON.stringify(t.body));
+  if (!popup.isClosed()) await popup.waitForEvent('close', { timeout: 5000 });
+
+  // Disconnect: the list says so and the host page hears it.
+  const url2 = await connectUrl('ada');
+  currentHostHtml = hostPage(url2);
+  await page.goto(hostOrigin);
+  const [popup2] = await Promise.all([page.waitForEvent('popup'), page.click('#popup')]);
+  await popup2.waitForLoadState();
+  const seen = [];
+  popup2.on('response', (r) => seen.push(`${r.status()} ${r.request().method()} ${r.url()}`));
+  popup2.on('console', (m) => seen.push('console ' + m.text()));
+  await popup2.getByRole('button', { name: /^Disconnect Keyway Sandbox/ }).click();
+  await popup2.getByText('Disconnected.').waitFor({ timeout: 5000 }).catch(async (e) => { throw new Error(e.message + '\n' + seen.join('\n')); });
+  await popup2.screenshot({ path: join(shots, 'widget-disconnected.png') });
+  const [d] = await results(page, 1);
+  assert.equal(d.type, 'keyway:disconnected');
+  assert.equal(d.connection_id, r.connection_id);
+  const gone = await api('POST', '/v1/token', app.key, { integration: 'sandbox', user_id: 'ada' });
+  assert.equal(gone.status, 404);
+  await page.close();
+});
+
+test('keyboard only: the widget can be used with Tab and Enter', async () => {
+  const url = await connectUrl('kbd');
+  const page = await browser.newPage();
+  await page.goto(url);
+  await page.keyboard.press('Tab');
+  const focused = await page.evaluate(() => document.activeElement && document.activeElement.getAttribute('aria-label'));
+  assert.equal(focused, 'Connect Keyway Sandbox');
+  await Promise.all([page.waitForURL(/\/sandbox\/oauth\/authorize/), page.keyboard.press('Enter')]);
+  await page.close();
+});
