@@ -1,4 +1,4 @@
-// The connect widget in a real browser: Debian's Chromium driven by playwright-core,
+// The connect widget and the admin console in a real browser: Debian's Chromium driven by playwright-core,
 // against `keyway serve --dev` (the built-in sandbox provider) and a host page on another
 // origin that loads keyway.js. Each scenario saves screenshots under
 // tests/browser/screenshots/ (the README's images come from there).
@@ -236,5 +236,47 @@ test('keyboard only: the widget can be used with Tab and Enter', async () => {
   const focused = await page.evaluate(() => document.activeElement && document.activeElement.getAttribute('aria-label'));
   assert.equal(focused, 'Connect Keyway Sandbox');
   await Promise.all([page.waitForURL(/\/sandbox\/oauth\/authorize/), page.keyboard.press('Enter')]);
+  await page.close();
+});
+
+test('the admin console: sign in, filter the inventory, revoke, find it in the audit log', async () => {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  await page.goto(`${keyway}/admin`);
+  await page.waitForURL(/\/admin\/login$/);
+  await page.getByLabel('Admin key').fill(app.key);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByText('That is not an admin key').waitFor();
+  await page.getByLabel('Admin key').fill(adminKey);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('heading', { name: 'Overview' }).waitFor();
+  assert.ok(await page.locator('svg.chart').count() >= 3, 'charts on the overview');
+  await page.screenshot({ path: join(shots, 'console-overview.png'), fullPage: true });
+
+  await page.getByRole('link', { name: 'Connections' }).first().click();
+  await page.getByLabel('Status').selectOption('active');
+  await page.getByLabel('Integration').selectOption('sandbox');
+  await page.getByRole('button', { name: 'Filter' }).click();
+  await page.waitForURL(/status=active/);
+  const row = page.locator('tr', { hasText: 'grace' });
+  await row.waitFor();
+  await page.screenshot({ path: join(shots, 'console-connections.png'), fullPage: true });
+  const csv = await page.request.get(new URL(await page.getByRole('link', { name: 'Export CSV' }).getAttribute('href'), page.url()).toString());
+  assert.match(await csv.text(), /^connection_id,/);
+
+  await row.getByRole('link').first().click();
+  await page.getByRole('heading', { name: /sandbox for grace/ }).waitFor();
+  await page.getByRole('button', { name: 'Revoke this connection' }).click();
+  await page.locator('.status-revoked').first().waitFor();
+  await page.screenshot({ path: join(shots, 'console-connection.png'), fullPage: true });
+
+  await page.getByRole('link', { name: 'Audit log' }).click();
+  await page.getByRole('button', { name: 'Verify the whole chain' }).click();
+  await page.getByText('Chain intact').waitFor();
+  const revoked = page.locator('tr', { hasText: 'connection.revoked' }).first();
+  await revoked.waitFor();
+  assert.match(await revoked.textContent(), /key:/);
+  await page.screenshot({ path: join(shots, 'console-audit.png') });
+  const gone = await api('POST', '/v1/token', app.key, { integration: 'sandbox', user_id: 'grace' });
+  assert.equal(gone.status, 404);
   await page.close();
 });

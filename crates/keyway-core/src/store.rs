@@ -228,6 +228,25 @@ pub trait Store: Send + Sync + 'static {
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError>;
     /// Records with `seq > after_seq`, in order.
     async fn list_audit(&self, after_seq: i64, limit: u32) -> Result<Vec<AuditRecord>, StoreError>;
+    /// Records with `seq < before_seq` (all when `None`), newest first.
+    async fn list_audit_desc(
+        &self,
+        before_seq: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError>;
+    /// A connection's history, newest first.
+    async fn audit_for_connection(
+        &self,
+        connection_id: &str,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError>;
+    /// How many events of each of `actions` happened per hour since `since`:
+    /// `(hour start, action, count)`.
+    async fn audit_activity(
+        &self,
+        since: OffsetDateTime,
+        actions: &[&str],
+    ) -> Result<Vec<(OffsetDateTime, String, u64)>, StoreError>;
 
     // Webhooks and their outbox. Deliveries are queued by the audit append itself (see
     // `append_audit` and every audited write) for events in `webhooks::EVENTS`.

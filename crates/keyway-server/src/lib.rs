@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod app;
+pub mod console;
 pub mod dev;
 pub mod error;
 pub mod extract;
@@ -51,6 +52,8 @@ pub struct Inner {
     pub pages: pages::Pages,
     pub metrics: metrics::Metrics,
     pub sandbox: Option<Arc<sandbox::Sandbox>>,
+    /// Signed-in admin console sessions (in memory).
+    pub console: console::session::Sessions,
 }
 
 /// Shared state of every handler.
@@ -77,6 +80,7 @@ impl AppState {
             pages: pages::Pages::new(),
             metrics,
             sandbox,
+            console: Default::default(),
         }))
     }
 }
@@ -157,7 +161,8 @@ pub fn router_with(state: AppState, extra: Option<Router<AppState>>) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
-        .merge(pages::routes());
+        .merge(pages::routes())
+        .merge(console::routes());
     if state.sandbox.is_some() {
         app = app.merge(sandbox::routes());
     }

@@ -1049,6 +1049,88 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn list_audit_desc(
+        &self,
+        before_seq: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let rows =
+            sqlx::query("SELECT * FROM audit_events WHERE seq < ? ORDER BY seq DESC LIMIT ?")
+                .bind(before_seq.unwrap_or(i64::MAX))
+                .bind(limit.clamp(1, 1000) as i64)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_err)?;
+        rows.iter().map(rows::audit).collect()
+    }
+
+    async fn audit_for_connection(
+        &self,
+        connection_id: &str,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM audit_events WHERE connection_id = ? ORDER BY seq DESC LIMIT ?",
+        )
+        .bind(connection_id)
+        .bind(limit.clamp(1, 1000) as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(rows::audit).collect()
+    }
+
+    /// Events are appended in time order, so the first record at or after `since` is
+    /// found by bisecting on `seq` (the primary key) and only that tail is read: no index
+    /// on time slows down the token path's appends.
+    async fn audit_activity(
+        &self,
+        since: OffsetDateTime,
+        actions: &[&str],
+    ) -> Result<Vec<(OffsetDateTime, String, u64)>, StoreError> {
+        let bounds: Option<(Option<i64>, Option<i64>)> =
+            sqlx::query_as("SELECT MIN(seq), MAX(seq) FROM audit_events")
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_err)?;
+        let (Some(mut lo), Some(mut hi)) = bounds.unwrap_or((None, None)) else {
+            return Ok(Vec::new());
+        };
+        let since_ms = ms(since);
+        // The smallest seq whose time is >= since (hi + 1 when none is).
+        hi += 1;
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let at: Option<i64> = sqlx::query_scalar(
+                "SELECT at FROM audit_events WHERE seq >= ? ORDER BY seq LIMIT 1",
+            )
+            .bind(mid)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+            match at {
+                Some(at) if at < since_ms => lo = mid + 1,
+                _ => hi = mid,
+            }
+        }
+        let placeholders = vec!["?"; actions.len().max(1)].join(",");
+        let sql = format!("SELECT (at / 3600000) * 3600000 AS hour, action, COUNT(*) AS n FROM audit_events WHERE seq >= ? AND at >= ? AND action IN ({placeholders}) GROUP BY hour, action ORDER BY hour");
+        let mut q = sqlx::query_as::<_, (i64, String, i64)>(&sql)
+            .bind(lo)
+            .bind(since_ms);
+        for a in actions {
+            q = q.bind(*a);
+        }
+        if actions.is_empty() {
+            q = q.bind("");
+        }
+        let rows = q.fetch_all(&self.pool).await.map_err(db_err)?;
+        Ok(rows
+            .into_iter()
+            .map(|(h, a, n)| (keyway_core::clock::from_millis(h), a, n.max(0) as u64))
+            .collect())
+    }
+
     async fn list_audit(&self, after_seq: i64, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
         let rows = sqlx::query("SELECT * FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?")
             .bind(after_seq)

@@ -550,3 +550,57 @@ async fn group_commit_fast_path_survives_other_writers() {
     }
     assert!(v.finish().valid);
 }
+
+#[tokio::test]
+async fn audit_activity_counts_recent_events_per_hour_and_history_per_connection() {
+    use keyway_core::audit::AuditEvent;
+    let s = store_with_app().await;
+    let hour = |h: i64| t0() + time::Duration::hours(h);
+    let mut events = Vec::new();
+    for (h, action, conn) in [
+        (0, "token.issued", "c1"),
+        (1, "token.issued", "c1"),
+        (1, "token.issued", "c2"),
+        (1, "connection.needs_reauthorization", "c2"),
+        (2, "token.issued", "c1"),
+        (2, "webhook.created", "c1"),
+    ] {
+        let mut e = AuditEvent::new(hour(h), action, "key:k");
+        e.connection_id = Some(conn.into());
+        events.push(e);
+    }
+    s.append_audit(&events).await.expect("append");
+    let got = s
+        .audit_activity(
+            hour(1),
+            &["token.issued", "connection.needs_reauthorization"],
+        )
+        .await
+        .expect("activity");
+    let h1 = keyway_core::clock::from_millis(
+        keyway_core::clock::to_millis(hour(1)) / 3_600_000 * 3_600_000,
+    );
+    assert!(
+        got.contains(&(h1, "token.issued".to_string(), 2)),
+        "{got:?}"
+    );
+    assert!(got.contains(&(h1, "connection.needs_reauthorization".to_string(), 1)));
+    assert_eq!(
+        got.iter().map(|x| x.2).sum::<u64>(),
+        4,
+        "hour 0 and other actions left out"
+    );
+    assert!(s
+        .audit_activity(hour(5), &["token.issued"])
+        .await
+        .expect("none")
+        .is_empty());
+    let history = s.audit_for_connection("c2", 10).await.expect("history");
+    assert_eq!(
+        history
+            .iter()
+            .map(|r| r.event.action.as_str())
+            .collect::<Vec<_>>(),
+        ["connection.needs_reauthorization", "token.issued"]
+    );
+}

@@ -92,7 +92,7 @@ pub struct InventoryList {
     pub next_cursor: Option<String>,
 }
 
-fn csv_response(rows: &[InventoryRow]) -> Result<Response, ApiError> {
+pub(crate) fn csv_response(rows: &[InventoryRow]) -> Result<Response, ApiError> {
     let mut w = csv::Writer::from_writer(Vec::new());
     let header = [
         "connection_id",

@@ -7,7 +7,7 @@
 //! CSRF token derived from that cookie (S8).
 
 mod api_key;
-mod render;
+pub(crate) mod render;
 
 pub use render::Pages;
 
@@ -44,6 +44,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/oauth/callback", get(callback))
         .route("/assets/keyway.css", get(stylesheet))
+        .route("/assets/console.css", get(console_stylesheet))
         .route("/assets/keyway.js", get(host_script))
         .route("/assets/theme.css", get(theme_stylesheet))
         .route("/assets/keyway-page.js", get(page_script))
@@ -119,6 +120,16 @@ async fn page_script() -> impl IntoResponse {
             (header::CACHE_CONTROL, "public, max-age=3600"),
         ],
         include_str!("../../assets/keyway-page.js"),
+    )
+}
+
+async fn console_stylesheet() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../../assets/console.css"),
     )
 }
 

@@ -5,6 +5,7 @@ mod api_keys;
 mod app_tokens;
 mod bad_input;
 mod connect;
+mod console;
 mod dev;
 mod golden;
 mod governance;
