@@ -25,6 +25,7 @@ pub mod proxy;
 pub mod secret;
 pub mod store;
 pub mod tokens;
+pub mod tools;
 pub mod vault;
 pub mod webhooks;
 

@@ -109,6 +109,8 @@ pub fn router_with(state: AppState, extra: Option<Router<AppState>>) -> Router {
             "/applications",
             post(api::admin::create_application).get(api::admin::list_applications),
         )
+        .route("/integrations/{slug}/tools", get(api::tools::list))
+        .route("/tools/{integration}/{tool}", post(api::tools::call))
         .route(
             "/applications/{id}",
             axum::routing::patch(api::admin::update_application),

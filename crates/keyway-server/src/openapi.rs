@@ -1,7 +1,9 @@
 //! The OpenAPI document, generated from the handlers' annotations. A golden-file test
 //! keeps `docs/openapi.json` equal to it, so contract changes show up in review.
 
-use crate::api::{admin, connect, connections, governance, import, proxy, tokens, types, webhooks};
+use crate::api::{
+    admin, connect, connections, governance, import, proxy, tokens, tools, types, webhooks,
+};
 use crate::error::Problem;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -35,11 +37,12 @@ impl Modify for ApiKeyAuth {
         connections::list, connections::get, connections::patch, connections::delete, import::import,
         governance::inventory, governance::offboard, governance::audit, governance::verify,
         proxy::proxy_doc,
+        tools::list, tools::call,
         webhooks::create, webhooks::list, webhooks::delete, webhooks::deliveries,
     ),
     components(schemas(Problem, types::ProviderAccount)),
     modifiers(&ApiKeyAuth),
-    tags((name = "tokens"), (name = "connect"), (name = "connections"), (name = "governance"), (name = "webhooks"), (name = "proxy"), (name = "admin"))
+    tags((name = "tokens"), (name = "connect"), (name = "connections"), (name = "governance"), (name = "webhooks"), (name = "proxy"), (name = "tools"), (name = "admin"))
 )]
 pub struct ApiDoc;
 

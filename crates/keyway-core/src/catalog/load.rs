@@ -274,6 +274,19 @@ fn validate(id: &str, source: &str, p: &Provider) -> Result<Vec<HostPattern>, Ca
     if let Some(i) = &p.identity {
         urls.push(("identity.url", &i.url, true));
     }
+    let mut tool_names: Vec<&str> = Vec::new();
+    for (n, t) in p.tools.iter().enumerate() {
+        crate::tools::validate_tool(t)
+            .map_err(|(field, m)| CatalogError::new(source, &format!("tools[{n}].{field}"), m))?;
+        if tool_names.contains(&t.name.as_str()) {
+            return Err(CatalogError::new(
+                source,
+                &format!("tools[{n}].name"),
+                format!("`{}` is declared twice", t.name),
+            ));
+        }
+        tool_names.push(&t.name);
+    }
     // Only a placeholder in a host needs explicit host patterns; path ones do not.
     let uses_tenant = urls.iter().any(|(_, t, _)| {
         let host = t
@@ -584,6 +597,63 @@ mod tests {
         assert!(k.basic.is_some() && !k.fields[0].secret && k.fields[1].secret);
         assert!(twilio.provider.oauth2.is_none() && twilio.provider.oauth().is_err());
         assert!(c.get("mailchimp").expect("mc").hosts[0].matches("us6.api.mailchimp.com"));
+    }
+
+    #[test]
+    fn built_in_tools_cover_the_main_providers() {
+        let c = Catalog::load("http://127.0.0.1:7400", &BTreeMap::new(), true).expect("catalog");
+        for (id, tools) in [
+            ("slack", &["list_channels", "post_message"][..]),
+            ("linear", &["list_issues", "create_issue"][..]),
+            ("github", &["list_repos", "list_issues", "create_issue"][..]),
+            (
+                "github-app",
+                &["list_repos", "list_issues", "create_issue"][..],
+            ),
+            ("google-drive", &["search_files", "get_file_metadata"][..]),
+            ("notion", &["search"][..]),
+            ("salesforce", &["soql_query"][..]),
+            ("snowflake", &["run_query"][..]),
+            ("sandbox", &["get_profile", "list_notes"][..]),
+        ] {
+            let names: Vec<&str> = c
+                .get(id)
+                .expect(id)
+                .provider
+                .tools
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect();
+            assert_eq!(names, tools, "{id}");
+        }
+        let snow = &c.get("snowflake").expect("snowflake").provider.tools[0];
+        assert_eq!(snow.read_only_sql.as_deref(), Some("statement"));
+    }
+
+    #[test]
+    fn tools_are_validated() {
+        let base = "[bad]\nname='B'\napi_base_url='https://api.b.test'\n[bad.oauth2]\nauthorize_url='https://b.test/a'\ntoken_url='https://b.test/t'\n";
+        let tool = |extra: &str| {
+            format!("{base}[[bad.tools]]\nname='t'\ndescription='does a thing well'\nmethod='GET'\naccess='read'\n{extra}")
+        };
+        for (extra, field, message) in [
+            ("path='x/{id}'\n", "tools[0].path", "`{id}` must be a required input field"),
+            ("path='/abs'\n", "tools[0].path", "relative"),
+            ("path='x'\nquery=['nope']\n", "tools[0].query", "`nope`"),
+            ("path='x'\ninput_schema={type='object', properties={a={type='string', pattern='x'}}}\n", "tools[0].input_schema", "pattern"),
+            ("path='x'\nbody=['a']\ninput_schema={type='object', properties={a={type='string'}}}\n", "tools[0].body", "GET"),
+        ] {
+            let err = Catalog::load("http://x", &custom(&tool(extra)), false).expect_err(extra);
+            assert_eq!(err.field, field, "{extra}: {err}");
+            assert!(err.message.contains(message), "{extra}: {err}");
+        }
+        let err = Catalog::load(
+            "http://x",
+            &custom(&format!("{base}[[bad.tools]]\nname='call_api'\ndescription='does a thing well'\nmethod='GET'\naccess='read'\npath='x'\n")),
+            false,
+        )
+        .expect_err("reserved");
+        assert_eq!(err.field, "tools[0].name");
     }
 
     #[test]

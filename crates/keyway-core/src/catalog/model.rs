@@ -46,6 +46,67 @@ pub struct Provider {
     /// (Salesforce `instance_url`). Its host must match `api_hosts`.
     #[serde(default)]
     pub api_base_url_from: Option<String>,
+    /// Operations agents (and application backends) may call on the user's behalf.
+    #[serde(default)]
+    pub tools: Vec<Tool>,
+}
+
+/// What a tool may do: `read` sessions may call only `read` tools.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    Read,
+    Write,
+}
+
+impl Access {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Access::Read => "read",
+            Access::Write => "write",
+        }
+    }
+}
+
+/// One operation on a provider's API, as data. The input is checked against
+/// `input_schema`; `{field}` placeholders in `path` take input values (each encoded as one
+/// path segment), `query` and `body` name the input fields sent as query parameters or in
+/// a JSON body, and `graphql` sends `{query, variables: input}` instead.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tool {
+    /// Lower-case name, unique within the provider (`list_channels`).
+    pub name: String,
+    pub description: String,
+    pub method: String,
+    /// Relative to the connection's API base.
+    pub path: String,
+    pub access: Access,
+    /// Provider scopes the tool needs (shown to people; the provider enforces them).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// A JSON Schema (the subset Keyway checks: type, properties, required, enum,
+    /// minimum, maximum, minLength, maxLength, items, description, default,
+    /// additionalProperties).
+    #[serde(default = "empty_object_schema")]
+    pub input_schema: serde_json::Value,
+    #[serde(default)]
+    pub query: Vec<String>,
+    #[serde(default)]
+    pub body: Vec<String>,
+    #[serde(default)]
+    pub graphql: Option<String>,
+    /// Extra request headers (Notion-Version).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// An input field that must hold exactly one read-only SQL statement (SELECT, SHOW,
+    /// DESCRIBE, EXPLAIN, WITH), for SQL APIs reached with POST.
+    #[serde(default)]
+    pub read_only_sql: Option<String>,
+}
+
+fn empty_object_schema() -> serde_json::Value {
+    serde_json::json!({"type": "object", "properties": {}})
 }
 
 /// A credential the user pastes instead of going through an OAuth grant. Templates in

@@ -8,5 +8,6 @@ pub mod import;
 pub mod params;
 pub mod proxy;
 pub mod tokens;
+pub mod tools;
 pub mod types;
 pub mod webhooks;

@@ -430,3 +430,45 @@ pub struct ResealResponse {
     pub failed: u64,
     pub active_key_id: String,
 }
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ToolView {
+    pub name: String,
+    pub description: String,
+    /// `read` or `write`.
+    pub access: String,
+    /// Provider scopes the tool needs.
+    pub scopes: Vec<String>,
+    /// JSON Schema of the input.
+    #[schema(value_type = Object)]
+    pub input_schema: serde_json::Value,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ToolCallBody {
+    pub user_id: String,
+    #[serde(default)]
+    pub organization_id: Option<String>,
+    #[serde(default)]
+    pub connection_id: Option<String>,
+    #[serde(default)]
+    pub label: Option<String>,
+    /// Admin keys name the application.
+    #[serde(default)]
+    pub application_id: Option<String>,
+    /// The tool's input, checked against its schema.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub input: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ToolCallResult {
+    /// The provider's HTTP status.
+    pub status: u16,
+    /// The provider's answer: JSON when it was JSON, else text.
+    #[schema(value_type = Object)]
+    pub body: serde_json::Value,
+    pub truncated: bool,
+}

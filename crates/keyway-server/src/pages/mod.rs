@@ -297,7 +297,15 @@ async fn widget(
                 .map(|c| {
                     context! {
                         id => c.id,
-                        account => c.label.clone().or(c.account_name.clone()).or(c.account_id.clone()).unwrap_or_else(|| "connected account".into()),
+                        account => {
+                            let name = c.account_name.clone().or(c.account_id.clone());
+                            match (&c.label, name) {
+                                (Some(l), Some(n)) if *l != n => format!("{l} ({n})"),
+                                (Some(l), _) => l.clone(),
+                                (None, Some(n)) => n,
+                                (None, None) => "connected account".into(),
+                            }
+                        },
                     }
                 })
                 .collect();

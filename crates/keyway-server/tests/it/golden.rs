@@ -111,5 +111,19 @@ fn catalog_list_matches_golden() {
             settings(e)
         ));
     }
+    out.push_str("\n## Tools\n\nEvery integration also has the guarded generic `call_api`.\n\n| provider | tool | access | method and path | provider scopes |\n|---|---|---|---|---|\n");
+    for e in c.iter() {
+        for t in &e.provider.tools {
+            out.push_str(&format!(
+                "| {} | `{}` | {} | `{} {}` | {} |\n",
+                e.id,
+                t.name,
+                t.access.as_str(),
+                t.method,
+                t.path,
+                t.scopes.join(" ")
+            ));
+        }
+    }
     check("catalog.md", &out);
 }

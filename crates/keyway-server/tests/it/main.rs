@@ -18,6 +18,7 @@ mod proxy;
 mod refresh;
 mod security;
 mod shared;
+mod tools;
 mod webhooks;
 mod widget;
 
