@@ -5,6 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
+import { createHash } from 'node:crypto';
 import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname, resolve } from 'node:path';
@@ -167,6 +168,50 @@ test('the inline widget in an iframe connects through its own window and reports
   // The iframe refreshed itself and shows the new state.
   await frame.getByText('Connected as Grace Hopper').waitFor();
   await page.screenshot({ path: join(shots, 'widget-inline-connected.png') });
+  await page.close();
+});
+
+test('an agent asks for access: dev login, the approval page (unframeable), a token', async () => {
+  // Approvals for this application go through the dev login, which identifies the user.
+  const patched = await api('PATCH', `/v1/applications/${app.id}`, adminKey, { login_url: `${keyway}/dev/login` });
+  assert.equal(patched.status, 200, JSON.stringify(patched.body));
+  const reg = await fetch(`${keyway}/oauth2/register`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ client_name: 'Claude (test)', redirect_uris: [`${hostOrigin}/cb`] }) });
+  assert.equal(reg.status, 201);
+  const client = await reg.json();
+  const verifier = 'v'.repeat(20) + 'erifier-for-the-browser-test-0123456789';
+  const challenge = createHash('sha256').update(verifier).digest('base64url');
+  const page = await browser.newPage();
+  const authorize = new URL(`${keyway}/oauth2/authorize`);
+  for (const [k, v] of Object.entries({ response_type: 'code', client_id: client.client_id, redirect_uri: `${hostOrigin}/cb`, state: 'xyz', code_challenge: challenge, code_challenge_method: 'S256', resource: `${keyway}/mcp/${app.id}` })) authorize.searchParams.set(k, v);
+  await page.goto(authorize.toString());
+  await page.getByText('Not for production').waitFor();
+  await page.getByLabel('User id').fill('grace');
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('heading', { name: /Let Claude \(test\) use your accounts/ }).waitFor();
+  assert.match(await page.textContent('main'), /grace[\s\S]*sandbox/);
+  await page.screenshot({ path: join(shots, 'agent-approval.png'), fullPage: true });
+  // The approval page cannot be framed.
+  framingHtml = `<!doctype html><iframe id="f" src="${page.url()}"></iframe>`;
+  const framer = await browser.newPage();
+  await framer.goto(`${hostOrigin}/framing`);
+  await framer.waitForTimeout(500);
+  const child = framer.frames().find((f) => f !== framer.mainFrame());
+  const inner = await child.evaluate(() => (document.body ? document.body.innerText : '')).catch(() => '');
+  assert.doesNotMatch(inner, /use your accounts/);
+  await framer.close();
+  // Approve read access for an hour: the client gets a code with state and iss.
+  await page.getByLabel('For how long').selectOption({ label: '1 hour' });
+  await Promise.all([page.waitForURL(/\/cb\?/), page.getByRole('button', { name: 'Approve' }).click()]);
+  const back = new URL(page.url());
+  assert.equal(back.searchParams.get('state'), 'xyz');
+  assert.equal(back.searchParams.get('iss'), keyway);
+  const tok = await fetch(`${keyway}/oauth2/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ grant_type: 'authorization_code', code: back.searchParams.get('code'), code_verifier: verifier, client_id: client.client_id, redirect_uri: `${hostOrigin}/cb` }) });
+  const t = await tok.json();
+  assert.equal(tok.status, 200, JSON.stringify(t));
+  assert.equal(t.scope, 'sandbox:read');
+  const sessions = await api('GET', '/v1/agent-sessions?user_id=grace&state=active', app.key);
+  assert.equal(sessions.body.length, 1);
+  assert.equal(sessions.body[0].client_name, 'Claude (test)');
   await page.close();
 });
 

@@ -164,6 +164,8 @@ impl Broker {
                 break;
             }
         }
+        // The user's agent sessions end first: no agent keeps acting while tokens go.
+        let sessions_ended = self.end_agent_sessions_of(actor, user_id).await?;
         let mut report = Vec::new();
         for c in live {
             let outcome = self.revoke_and_shred(&c, actor, "offboarding").await?;
@@ -182,6 +184,7 @@ impl Broker {
                     "confirmed": count(RevocationOutcome::Confirmed),
                     "unsupported": count(RevocationOutcome::Unsupported),
                     "failed": count(RevocationOutcome::Failed),
+                    "agent_sessions_ended": sessions_ended,
                 })),
         )
         .await?;

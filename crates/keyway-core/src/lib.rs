@@ -5,6 +5,7 @@
 //! tested without sockets or sleeping.
 
 pub mod admin;
+pub mod agents;
 pub mod audit;
 pub mod broker;
 mod cache;

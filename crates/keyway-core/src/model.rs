@@ -311,3 +311,68 @@ pub struct RevocationRetry {
     pub last_error: Option<String>,
     pub created_at: OffsetDateTime,
 }
+
+/// An MCP client registered with Keyway's authorization server (RFC 7591).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentClient {
+    pub id: String,
+    pub name: String,
+    pub redirect_uris: Vec<String>,
+    pub created_at: OffsetDateTime,
+}
+
+/// An authorization request waiting for the application to identify its user and for
+/// the person to approve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentAuthorization {
+    pub id: String,
+    pub client_id: String,
+    pub application_id: String,
+    pub redirect_uri: String,
+    pub state: Option<String>,
+    /// RFC 7636 S256 challenge.
+    pub code_challenge: String,
+    /// RFC 8707 resource the token will be for (Keyway's MCP URL).
+    pub resource: String,
+    pub user_id: Option<String>,
+    pub organization_id: Option<String>,
+    /// SHA-256 of the secret in the approval URL handed to the application's backend:
+    /// knowing the request id (which went through the browser) is not enough to approve.
+    pub approval_hash: Option<String>,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+}
+
+/// A session a person approved: which integrations, at which level, until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentSession {
+    pub id: String,
+    pub application_id: String,
+    pub user_id: String,
+    pub organization_id: Option<String>,
+    pub client_id: String,
+    pub client_name: String,
+    pub integrations: Vec<String>,
+    pub access: crate::catalog::Access,
+    pub resource: String,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    pub revoked_at: Option<OffsetDateTime>,
+    /// SHA-256 of the authorization code, which works once.
+    pub code_hash: String,
+    pub code_challenge: String,
+    pub code_redirect_uri: String,
+    pub code_expires_at: OffsetDateTime,
+}
+
+impl AgentSession {
+    pub fn state(&self, now: OffsetDateTime) -> &'static str {
+        if self.revoked_at.is_some() {
+            "revoked"
+        } else if self.expires_at <= now {
+            "expired"
+        } else {
+            "active"
+        }
+    }
+}

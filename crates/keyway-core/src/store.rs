@@ -248,6 +248,64 @@ pub trait Store: Send + Sync + 'static {
         actions: &[&str],
     ) -> Result<Vec<(OffsetDateTime, String, u64)>, StoreError>;
 
+    // Agents.
+    async fn insert_agent_client(&self, c: &AgentClient) -> Result<(), StoreError>;
+    async fn get_agent_client(&self, id: &str) -> Result<Option<AgentClient>, StoreError>;
+    async fn insert_agent_authorization(&self, a: &AgentAuthorization) -> Result<(), StoreError>;
+    async fn get_agent_authorization(
+        &self,
+        id: &str,
+    ) -> Result<Option<AgentAuthorization>, StoreError>;
+    /// Records who the application says the user is; only once, and only while pending.
+    async fn identify_agent_authorization(
+        &self,
+        id: &str,
+        user_id: &str,
+        organization_id: Option<&str>,
+        approval_hash: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+    /// Marks the request approved or denied (once) and, when approved, saves the session
+    /// with its audit events in the same transaction.
+    async fn finish_agent_authorization(
+        &self,
+        id: &str,
+        session: Option<&AgentSession>,
+        audit: &[AuditEvent],
+    ) -> Result<bool, StoreError>;
+    /// Redeems an authorization code once: returns the session it belongs to.
+    async fn redeem_agent_code(
+        &self,
+        code_hash: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<AgentSession>, StoreError>;
+    async fn insert_agent_token(
+        &self,
+        hash: &str,
+        session_id: &str,
+        expires_at: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+    /// The live session of an access token (not expired, not revoked).
+    async fn agent_session_by_token(
+        &self,
+        hash: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<AgentSession>, StoreError>;
+    async fn get_agent_session(&self, id: &str) -> Result<Option<AgentSession>, StoreError>;
+    async fn list_agent_sessions(
+        &self,
+        application_id: Option<&str>,
+        user_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<AgentSession>, StoreError>;
+    /// Ends a session now and deletes its tokens; false if it had already ended.
+    async fn revoke_agent_session(
+        &self,
+        id: &str,
+        now: OffsetDateTime,
+        audit: &[AuditEvent],
+    ) -> Result<bool, StoreError>;
+
     // Webhooks and their outbox. Deliveries are queued by the audit append itself (see
     // `append_audit` and every audited write) for events in `webhooks::EVENTS`.
     async fn insert_webhook(

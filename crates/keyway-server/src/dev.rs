@@ -34,6 +34,8 @@ pub async fn bootstrap(
                     NewApplication {
                         name: "Demo application".into(),
                         allowed_origins: vec![broker.settings.public_url.clone()],
+                        // The clearly marked dev login stands in for the application's own.
+                        login_url: Some(format!("{}/dev/login", broker.settings.public_url)),
                         ..Default::default()
                     },
                 )

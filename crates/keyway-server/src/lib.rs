@@ -9,6 +9,7 @@ pub mod dev;
 pub mod error;
 pub mod extract;
 pub mod metrics;
+pub mod oauth_server;
 pub mod openapi;
 pub mod ops;
 pub mod outbound;
@@ -110,6 +111,15 @@ pub fn router_with(state: AppState, extra: Option<Router<AppState>>) -> Router {
             post(api::admin::create_application).get(api::admin::list_applications),
         )
         .route("/integrations/{slug}/tools", get(api::tools::list))
+        .route(
+            "/agent-authorizations/{id}/identify",
+            post(api::agents::identify),
+        )
+        .route("/agent-sessions", get(api::agents::list))
+        .route(
+            "/agent-sessions/{id}",
+            get(api::agents::get).delete(api::agents::revoke),
+        )
         .route("/tools/{integration}/{tool}", post(api::tools::call))
         .route(
             "/applications/{id}",
@@ -164,7 +174,8 @@ pub fn router_with(state: AppState, extra: Option<Router<AppState>>) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
         .merge(pages::routes())
-        .merge(console::routes());
+        .merge(console::routes())
+        .merge(oauth_server::routes());
     if state.sandbox.is_some() {
         app = app.merge(sandbox::routes());
     }

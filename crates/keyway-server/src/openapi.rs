@@ -2,7 +2,7 @@
 //! keeps `docs/openapi.json` equal to it, so contract changes show up in review.
 
 use crate::api::{
-    admin, connect, connections, governance, import, proxy, tokens, tools, types, webhooks,
+    admin, agents, connect, connections, governance, import, proxy, tokens, tools, types, webhooks,
 };
 use crate::error::Problem;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -38,11 +38,12 @@ impl Modify for ApiKeyAuth {
         governance::inventory, governance::offboard, governance::audit, governance::verify,
         proxy::proxy_doc,
         tools::list, tools::call,
+        agents::identify, agents::list, agents::get, agents::revoke,
         webhooks::create, webhooks::list, webhooks::delete, webhooks::deliveries,
     ),
     components(schemas(Problem, types::ProviderAccount)),
     modifiers(&ApiKeyAuth),
-    tags((name = "tokens"), (name = "connect"), (name = "connections"), (name = "governance"), (name = "webhooks"), (name = "proxy"), (name = "tools"), (name = "admin"))
+    tags((name = "tokens"), (name = "connect"), (name = "connections"), (name = "governance"), (name = "webhooks"), (name = "proxy"), (name = "tools"), (name = "agents"), (name = "admin"))
 )]
 pub struct ApiDoc;
 

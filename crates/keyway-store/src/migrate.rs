@@ -23,6 +23,10 @@ pub(crate) const SQLITE: &[(i64, &str)] = &[
         6,
         include_str!("../migrations/sqlite/0006_application_branding.sql"),
     ),
+    (
+        7,
+        include_str!("../migrations/sqlite/0007_agent_sessions.sql"),
+    ),
 ];
 
 /// Runs on one connection, before the pool opens others: a migration's write lock must

@@ -250,3 +250,54 @@ pub(crate) fn delivery(row: &SqliteRow) -> Result<keyway_core::webhooks::Deliver
         delivered_at: ot(row, "delivered_at")?,
     })
 }
+
+pub(crate) fn agent_client(row: &SqliteRow) -> Result<AgentClient, StoreError> {
+    Ok(AgentClient {
+        id: s(row, "id")?,
+        name: s(row, "name")?,
+        redirect_uris: parse_json(os(row, "redirect_uris")?),
+        created_at: t(row, "created_at")?,
+    })
+}
+
+pub(crate) fn agent_authorization(row: &SqliteRow) -> Result<AgentAuthorization, StoreError> {
+    Ok(AgentAuthorization {
+        id: s(row, "id")?,
+        client_id: s(row, "client_id")?,
+        application_id: s(row, "application_id")?,
+        redirect_uri: s(row, "redirect_uri")?,
+        state: os(row, "state")?,
+        code_challenge: s(row, "code_challenge")?,
+        resource: s(row, "resource")?,
+        user_id: os(row, "user_id")?,
+        organization_id: os(row, "organization_id")?,
+        approval_hash: os(row, "approval_hash")?,
+        created_at: t(row, "created_at")?,
+        expires_at: t(row, "expires_at")?,
+    })
+}
+
+pub(crate) fn agent_session(row: &SqliteRow) -> Result<AgentSession, StoreError> {
+    let access = match s(row, "access")?.as_str() {
+        "write" => keyway_core::catalog::Access::Write,
+        _ => keyway_core::catalog::Access::Read,
+    };
+    Ok(AgentSession {
+        id: s(row, "id")?,
+        application_id: s(row, "application_id")?,
+        user_id: s(row, "user_id")?,
+        organization_id: os(row, "organization_id")?,
+        client_id: s(row, "client_id")?,
+        client_name: s(row, "client_name")?,
+        integrations: parse_json(os(row, "integrations")?),
+        access,
+        resource: s(row, "resource")?,
+        created_at: t(row, "created_at")?,
+        expires_at: t(row, "expires_at")?,
+        revoked_at: ot(row, "revoked_at")?,
+        code_hash: os(row, "code_hash")?.unwrap_or_default(),
+        code_challenge: s(row, "code_challenge")?,
+        code_redirect_uri: s(row, "code_redirect_uri")?,
+        code_expires_at: t(row, "code_expires_at")?,
+    })
+}

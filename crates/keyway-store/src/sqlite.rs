@@ -1049,6 +1049,226 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn insert_agent_client(&self, c: &AgentClient) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO agent_clients (id, name, redirect_uris, created_at) VALUES (?,?,?,?)",
+        )
+        .bind(&c.id)
+        .bind(&c.name)
+        .bind(json(&c.redirect_uris))
+        .bind(ms(c.created_at))
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn get_agent_client(&self, id: &str) -> Result<Option<AgentClient>, StoreError> {
+        let row = sqlx::query("SELECT * FROM agent_clients WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(rows::agent_client).transpose()
+    }
+
+    async fn insert_agent_authorization(&self, a: &AgentAuthorization) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO agent_authorizations (id, client_id, application_id, redirect_uri, state, code_challenge, resource, user_id, organization_id, created_at, expires_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)")
+            .bind(&a.id)
+            .bind(&a.client_id)
+            .bind(&a.application_id)
+            .bind(&a.redirect_uri)
+            .bind(&a.state)
+            .bind(&a.code_challenge)
+            .bind(&a.resource)
+            .bind(&a.user_id)
+            .bind(&a.organization_id)
+            .bind(ms(a.created_at))
+            .bind(ms(a.expires_at))
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn get_agent_authorization(
+        &self,
+        id: &str,
+    ) -> Result<Option<AgentAuthorization>, StoreError> {
+        let row = sqlx::query("SELECT * FROM agent_authorizations WHERE id = ? AND done = 0")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(rows::agent_authorization).transpose()
+    }
+
+    async fn identify_agent_authorization(
+        &self,
+        id: &str,
+        user_id: &str,
+        organization_id: Option<&str>,
+        approval_hash: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query("UPDATE agent_authorizations SET user_id = ?, organization_id = ?, approval_hash = ? WHERE id = ? AND done = 0 AND user_id IS NULL AND expires_at > ?")
+            .bind(user_id)
+            .bind(organization_id)
+            .bind(approval_hash)
+            .bind(id)
+            .bind(ms(now))
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn finish_agent_authorization(
+        &self,
+        id: &str,
+        session: Option<&AgentSession>,
+        audit: &[AuditEvent],
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let done =
+            sqlx::query("UPDATE agent_authorizations SET done = 1 WHERE id = ? AND done = 0")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .rows_affected()
+                == 1;
+        if !done {
+            return Ok(false);
+        }
+        if let Some(a) = session {
+            sqlx::query("INSERT INTO agent_sessions (id, application_id, user_id, organization_id, client_id, client_name, integrations, access, resource, created_at, expires_at, revoked_at, code_hash, code_challenge, code_redirect_uri, code_expires_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+                .bind(&a.id)
+                .bind(&a.application_id)
+                .bind(&a.user_id)
+                .bind(&a.organization_id)
+                .bind(&a.client_id)
+                .bind(&a.client_name)
+                .bind(json(&a.integrations))
+                .bind(a.access.as_str())
+                .bind(&a.resource)
+                .bind(ms(a.created_at))
+                .bind(ms(a.expires_at))
+                .bind(a.revoked_at.map(ms))
+                .bind(&a.code_hash)
+                .bind(&a.code_challenge)
+                .bind(&a.code_redirect_uri)
+                .bind(ms(a.code_expires_at))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        }
+        append(&mut tx, audit).await.map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(true)
+    }
+
+    async fn redeem_agent_code(
+        &self,
+        code_hash: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<AgentSession>, StoreError> {
+        let row = sqlx::query("UPDATE agent_sessions SET code_used = 1 WHERE code_hash = ? AND code_used = 0 AND code_expires_at > ? AND revoked_at IS NULL AND expires_at > ? RETURNING *")
+            .bind(code_hash)
+            .bind(ms(now))
+            .bind(ms(now))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(rows::agent_session).transpose()
+    }
+
+    async fn insert_agent_token(
+        &self,
+        hash: &str,
+        session_id: &str,
+        expires_at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO agent_tokens (hash, session_id, expires_at) VALUES (?,?,?)")
+            .bind(hash)
+            .bind(session_id)
+            .bind(ms(expires_at))
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn agent_session_by_token(
+        &self,
+        hash: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<AgentSession>, StoreError> {
+        let row = sqlx::query("SELECT s.* FROM agent_tokens t JOIN agent_sessions s ON s.id = t.session_id WHERE t.hash = ? AND t.expires_at > ? AND s.expires_at > ? AND s.revoked_at IS NULL")
+            .bind(hash)
+            .bind(ms(now))
+            .bind(ms(now))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(rows::agent_session).transpose()
+    }
+
+    async fn get_agent_session(&self, id: &str) -> Result<Option<AgentSession>, StoreError> {
+        let row = sqlx::query("SELECT * FROM agent_sessions WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(rows::agent_session).transpose()
+    }
+
+    async fn list_agent_sessions(
+        &self,
+        application_id: Option<&str>,
+        user_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<AgentSession>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM agent_sessions WHERE (? IS NULL OR application_id = ?) AND (? IS NULL OR user_id = ?) ORDER BY created_at DESC, id LIMIT ?")
+            .bind(application_id)
+            .bind(application_id)
+            .bind(user_id)
+            .bind(user_id)
+            .bind(limit.clamp(1, 1000) as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(rows::agent_session).collect()
+    }
+
+    async fn revoke_agent_session(
+        &self,
+        id: &str,
+        now: OffsetDateTime,
+        audit: &[AuditEvent],
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let ended = sqlx::query("UPDATE agent_sessions SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL AND expires_at > ?")
+            .bind(ms(now))
+            .bind(id)
+            .bind(ms(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .rows_affected()
+            == 1;
+        sqlx::query("DELETE FROM agent_tokens WHERE session_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        if ended {
+            append(&mut tx, audit).await.map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(ended)
+    }
+
     async fn list_audit_desc(
         &self,
         before_seq: Option<i64>,

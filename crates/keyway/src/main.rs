@@ -80,6 +80,11 @@ enum Command {
         #[command(subcommand)]
         cmd: ConnectionsCmd,
     },
+    /// Agent sessions: list, show, revoke.
+    Sessions {
+        #[command(subcommand)]
+        cmd: SessionsCmd,
+    },
     /// Create a connect session and print its widget URL.
     ConnectSession {
         #[arg(long)]
@@ -184,6 +189,33 @@ enum AuditCmd {
     Export {
         #[arg(long, default_value_t = 0)]
         after_seq: i64,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Subcommand)]
+enum SessionsCmd {
+    /// Sessions, newest first.
+    List {
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        application: Option<String>,
+        /// active, expired or revoked
+        #[arg(long)]
+        state: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    Show {
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// End a session at once.
+    Revoke {
+        id: String,
         #[command(flatten)]
         remote: Remote,
     },
@@ -406,6 +438,65 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Sessions { cmd } => match cmd {
+            SessionsCmd::List {
+                user,
+                application,
+                state,
+                remote: r,
+            } => {
+                let q: Vec<String> = [
+                    ("user_id", user),
+                    ("application_id", application),
+                    ("state", state),
+                ]
+                .into_iter()
+                .filter_map(|(k, v)| v.map(|v| format!("{k}={}", enc(&v))))
+                .collect();
+                let path = format!("/v1/agent-sessions?{}", q.join("&"));
+                let v = remote(&r)?.call(Method::GET, &path, None).await?;
+                print(
+                    &v,
+                    r.json,
+                    &[
+                        ("id", "/id"),
+                        ("user", "/user_id"),
+                        ("client", "/client_name"),
+                        ("integrations", "/integrations"),
+                        ("access", "/access"),
+                        ("state", "/state"),
+                        ("expires", "/expires_at"),
+                    ],
+                );
+                Ok(())
+            }
+            SessionsCmd::Show { id, remote: r } => {
+                let v = remote(&r)?
+                    .call(
+                        Method::GET,
+                        &format!("/v1/agent-sessions/{}", enc(&id)),
+                        None,
+                    )
+                    .await?;
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                Ok(())
+            }
+            SessionsCmd::Revoke { id, remote: r } => {
+                let v = remote(&r)?
+                    .call(
+                        Method::DELETE,
+                        &format!("/v1/agent-sessions/{}", enc(&id)),
+                        None,
+                    )
+                    .await?;
+                if r.json {
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                } else {
+                    println!("session {id} ended");
+                }
+                Ok(())
+            }
+        },
         Command::Connections { cmd } => match cmd {
             ConnectionsCmd::List {
                 user,

@@ -1,6 +1,7 @@
 //! The v1 JSON API: thin handlers that extract, call one broker function, and map.
 
 pub mod admin;
+pub mod agents;
 pub mod connect;
 pub mod connections;
 pub mod governance;

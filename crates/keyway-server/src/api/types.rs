@@ -472,3 +472,47 @@ pub struct ToolCallResult {
     pub body: serde_json::Value,
     pub truncated: bool,
 }
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IdentifyBody {
+    pub user_id: String,
+    #[serde(default)]
+    pub organization_id: Option<String>,
+    /// Admin keys name the application.
+    #[serde(default)]
+    pub application_id: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IdentifyResponse {
+    /// One-time URL of Keyway's approval page for this user; redirect the browser there.
+    pub approval_url: String,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSessionQuery {
+    pub user_id: Option<String>,
+    pub application_id: Option<String>,
+    /// `active`, `expired` or `revoked`.
+    pub state: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgentSessionView {
+    pub id: String,
+    pub application_id: String,
+    pub user_id: String,
+    pub organization_id: Option<String>,
+    pub client_id: String,
+    pub client_name: String,
+    pub integrations: Vec<String>,
+    /// `read` or `write`.
+    pub access: String,
+    /// `active`, `expired` or `revoked`.
+    pub state: String,
+    pub created_at: String,
+    pub expires_at: String,
+    pub revoked_at: Option<String>,
+}

@@ -38,6 +38,7 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/audit/verify", post(verify))
         .route("/admin/webhooks", get(webhooks))
         .route("/admin/sessions", get(agent_sessions))
+        .route("/admin/sessions/{id}/revoke", post(revoke_session))
 }
 
 fn cookie(headers: &HeaderMap) -> Option<String> {
@@ -768,9 +769,51 @@ async fn webhooks(State(s): State<AppState>, headers: HeaderMap) -> Response {
 }
 
 async fn agent_sessions(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    let (sess, _) = match signed_in(&s, &headers) {
+    let (sess, p) = match signed_in(&s, &headers) {
         Ok(v) => v,
         Err(r) => return r,
     };
-    view(&s, &sess, "sessions", "console/sessions.html", context! {})
+    let now = s.broker.now();
+    match s.broker.agent_sessions(&p, None, None).await {
+        Ok(list) => {
+            let items: Vec<minijinja::Value> = list
+                .iter()
+                .map(|a| {
+                    context! {
+                        id => a.id, user_id => a.user_id, application_id => a.application_id,
+                        client_name => a.client_name, integrations => a.integrations.join(", "),
+                        access => a.access.as_str(), state => a.state(now),
+                        created_at => rfc3339(a.created_at), expires_at => rfc3339(a.expires_at),
+                    }
+                })
+                .collect();
+            view(
+                &s,
+                &sess,
+                "sessions",
+                "console/sessions.html",
+                context! { items },
+            )
+        }
+        Err(e) => failure(&s, &sess, &e),
+    }
+}
+
+async fn revoke_session(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    let (sess, p) = match signed_in(&s, &headers) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    if let Err(r) = check_csrf(&sess, f.csrf.as_deref()) {
+        return r;
+    }
+    match s.broker.revoke_agent_session(&p, &id).await {
+        Ok(_) => Redirect::to("/admin/sessions").into_response(),
+        Err(e) => failure(&s, &sess, &e),
+    }
 }

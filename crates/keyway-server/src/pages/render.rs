@@ -52,6 +52,11 @@ impl Pages {
             ("connect.html", include_str!("../../templates/connect.html")),
             ("link.html", include_str!("../../templates/link.html")),
             ("key.html", include_str!("../../templates/key.html")),
+            ("approve.html", include_str!("../../templates/approve.html")),
+            (
+                "dev_login.html",
+                include_str!("../../templates/dev_login.html"),
+            ),
             (
                 "console/layout.html",
                 include_str!("../../templates/console/layout.html"),

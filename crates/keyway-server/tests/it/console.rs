@@ -246,5 +246,5 @@ async fn scope_changes_need_a_reason_and_are_audited() {
     let html = page(&b, &format!("{}/admin/webhooks", kw.url)).await;
     assert!(html.contains("No webhooks"));
     let html = page(&b, &format!("{}/admin/sessions", kw.url)).await;
-    assert!(html.contains("Agent sessions"));
+    assert!(html.contains("Agent sessions") && html.contains("No agent sessions yet"));
 }

@@ -1,6 +1,7 @@
 //! Integration tests: a real Keyway on port 0 against the testkit's fake provider.
 //! One binary for the crate (each file in tests/ would link separately).
 
+mod agents;
 mod api_keys;
 mod app_tokens;
 mod bad_input;

@@ -1,0 +1,565 @@
+//! Agent sessions (issue 4, items 2-4 and 7): the OAuth 2.1 authorization server, the
+//! application's identify call, the approval page, the code exchange, session bounds and
+//! the session API.
+
+use crate::setup;
+use keyway_testkit::{browser, csrf_of, location, App, Flavor, TestKeyway};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXkdBjftJeZ4CVP";
+
+fn challenge(v: &str) -> String {
+    keyway_core::ids::pkce_challenge(v)
+}
+
+fn query_of(url: &str) -> std::collections::HashMap<String, String> {
+    url::Url::parse(url)
+        .map(|u| u.query_pairs().into_owned().collect())
+        .unwrap_or_default()
+}
+
+async fn with_login(kw: &TestKeyway, app: &App) {
+    let r = kw
+        .admin(
+            Method::PATCH,
+            &format!("/v1/applications/{}", app.id),
+            Some(json!({"login_url": "https://app.example/login"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+async fn register(kw: &TestKeyway) -> String {
+    let r = reqwest::Client::new()
+        .post(format!("{}/oauth2/register", kw.url))
+        .json(&json!({"client_name": "Test Agent", "redirect_uris": ["http://127.0.0.1/callback"]}))
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(r.status(), 201);
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["token_endpoint_auth_method"], "none");
+    v["client_id"].as_str().expect("client_id").to_string()
+}
+
+/// Authorize → login redirect → identify; returns the approval URL and the request id.
+async fn approval_url(kw: &TestKeyway, app: &App, client_id: &str, user: &str) -> (String, String) {
+    let b = browser();
+    let r = b
+        .get(format!("{}/oauth2/authorize", kw.url))
+        .query(&[
+            ("response_type", "code"),
+            ("client_id", client_id),
+            ("redirect_uri", "http://127.0.0.1:49152/callback"),
+            ("state", "st-1"),
+            ("code_challenge", &challenge(VERIFIER)),
+            ("code_challenge_method", "S256"),
+            ("resource", &format!("{}/mcp/", kw.url)),
+        ])
+        .send()
+        .await
+        .expect("authorize");
+    assert_eq!(r.status(), 303);
+    let login = location(&r);
+    assert!(
+        login.starts_with("https://app.example/login?keyway_request=ar_"),
+        "{login}"
+    );
+    let id = query_of(&login)["keyway_request"].clone();
+    let r = kw
+        .call(
+            Method::POST,
+            &format!("/v1/agent-authorizations/{id}/identify"),
+            Some(&app.key),
+            Some(json!({"user_id": user})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    (
+        r.body["approval_url"].as_str().expect("url").to_string(),
+        id,
+    )
+}
+
+async fn approve(b: &reqwest::Client, url: &str, fields: &[(&str, &str)]) -> reqwest::Response {
+    let page = b.get(url).send().await.expect("page");
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.expect("html");
+    let mut form: Vec<(String, String)> = vec![("csrf".into(), csrf_of(&html))];
+    form.extend(fields.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    b.post(url).form(&form).send().await.expect("decide")
+}
+
+async fn exchange(kw: &TestKeyway, client_id: &str, code: &str, verifier: &str) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{}/oauth2/token", kw.url))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("code_verifier", verifier),
+            ("client_id", client_id),
+            ("redirect_uri", "http://127.0.0.1:49152/callback"),
+            ("resource", &format!("{}/mcp", kw.url)),
+        ])
+        .send()
+        .await
+        .expect("token");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn metadata_documents_describe_the_server() {
+    let (kw, _fake, _app) = setup(Flavor::Standard).await;
+    for path in [
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/openid-configuration",
+    ] {
+        let v: Value = reqwest::get(format!("{}{path}", kw.url))
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(v["issuer"], kw.url.as_str());
+        assert_eq!(v["code_challenge_methods_supported"], json!(["S256"]));
+        assert_eq!(v["token_endpoint_auth_methods_supported"], json!(["none"]));
+        assert_eq!(v["authorization_response_iss_parameter_supported"], true);
+        assert!(v["registration_endpoint"]
+            .as_str()
+            .is_some_and(|r| r.ends_with("/oauth2/register")));
+    }
+    let v: Value = reqwest::get(format!(
+        "{}/.well-known/oauth-protected-resource/mcp",
+        kw.url
+    ))
+    .await
+    .expect("get")
+    .json()
+    .await
+    .expect("json");
+    assert_eq!(v["resource"], format!("{}/mcp", kw.url));
+    assert_eq!(v["authorization_servers"], json!([kw.url]));
+}
+
+#[tokio::test]
+async fn an_approved_session_yields_a_bounded_token_once() {
+    let (kw, _fake, app) = setup(Flavor::Standard).await;
+    kw.connect(&app, "u1", "acme").await;
+    with_login(&kw, &app).await;
+    let client = register(&kw).await;
+    let (url, id) = approval_url(&kw, &app, &client, "u1").await;
+
+    // Identify works once, and only for the request's own application.
+    let other = kw.create_app("Other", &[]).await;
+    kw.call(
+        Method::POST,
+        &format!("/v1/agent-authorizations/{id}/identify"),
+        Some(&other.key),
+        Some(json!({"user_id": "u1"})),
+    )
+    .await
+    .assert_problem(404, "not_found");
+    kw.call(
+        Method::POST,
+        &format!("/v1/agent-authorizations/{id}/identify"),
+        Some(&app.key),
+        Some(json!({"user_id": "u2"})),
+    )
+    .await
+    .assert_problem(409, "already_identified");
+
+    // The approval page says who asks for what, and cannot be framed or opened without
+    // the URL's secret.
+    let b = browser();
+    let page = b.get(&url).send().await.expect("page");
+    assert_eq!(
+        page.headers()
+            .get("x-frame-options")
+            .and_then(|v| v.to_str().ok()),
+        Some("DENY")
+    );
+    let html = page.text().await.expect("html");
+    assert!(
+        html.contains("Test Agent")
+            && html.contains("127.0.0.1")
+            && html.contains("acme")
+            && html.contains("u1")
+    );
+    let bare = url.split('?').next().expect("path");
+    assert_eq!(b.get(bare).send().await.expect("x").status(), 404);
+
+    // Bad decisions change nothing.
+    let before = kw.db_fingerprint().await;
+    for fields in [
+        vec![
+            ("decision", "approve"),
+            ("integrations", "acme"),
+            ("access", "read"),
+            ("duration", "999999999"),
+        ],
+        vec![
+            ("decision", "approve"),
+            ("integrations", "other"),
+            ("access", "read"),
+            ("duration", "3600"),
+        ],
+        vec![
+            ("decision", "approve"),
+            ("access", "read"),
+            ("duration", "3600"),
+        ],
+        vec![
+            ("decision", "approve"),
+            ("integrations", "acme"),
+            ("access", "admin"),
+            ("duration", "3600"),
+        ],
+    ] {
+        let r = approve(&b, &url, &fields).await;
+        assert_eq!(r.status(), 400, "{fields:?}");
+    }
+    let r = reqwest::Client::new()
+        .post(&url)
+        .form(&[
+            ("decision", "approve"),
+            ("integrations", "acme"),
+            ("access", "read"),
+            ("duration", "3600"),
+        ])
+        .send()
+        .await
+        .expect("no csrf");
+    assert_eq!(r.status(), 403);
+    assert_eq!(kw.db_fingerprint().await, before);
+
+    let r = approve(
+        &b,
+        &url,
+        &[
+            ("decision", "approve"),
+            ("integrations", "acme"),
+            ("access", "read"),
+            ("duration", "3600"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    let back = location(&r);
+    assert!(
+        back.starts_with("http://127.0.0.1:49152/callback?"),
+        "{back}"
+    );
+    let q = query_of(&back);
+    assert_eq!(q["state"], "st-1");
+    assert_eq!(q["iss"], kw.url);
+    let code = q["code"].clone();
+    // Deciding again is refused.
+    assert_eq!(approve_again(&b, &url).await, 404);
+
+    // The wrong verifier, client or a second use of the code get invalid_grant.
+    let (status, body) = exchange(&kw, &client, &code, &"x".repeat(43)).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    let (status, body) = exchange(&kw, &client, &code, VERIFIER).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "the code was spent by the failed attempt"
+    );
+
+    // A fresh approval, exchanged properly.
+    let (url, _) = approval_url(&kw, &app, &client, "u1").await;
+    let r = approve(
+        &b,
+        &url,
+        &[
+            ("decision", "approve"),
+            ("integrations", "acme"),
+            ("access", "read"),
+            ("duration", "600"),
+        ],
+    )
+    .await;
+    let code = query_of(&location(&r))["code"].clone();
+    let (status, body) = exchange(&kw, &client, &code, VERIFIER).await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["access_token"].as_str().expect("token").to_string();
+    assert!(token.starts_with("kwat_"));
+    assert_eq!(body["token_type"], "Bearer");
+    assert!(
+        body["expires_in"].as_i64().is_some_and(|e| e <= 600),
+        "the token ends with the session"
+    );
+    assert_eq!(body["scope"], "acme:read");
+    let (status, body) = exchange(&kw, &client, &code, VERIFIER).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "codes work once"
+    );
+
+    // The token maps to the session for Keyway's resource only.
+    let resource = format!("{}/mcp", kw.url);
+    let s = kw
+        .broker
+        .agent_session_for_token(&token, &resource)
+        .await
+        .expect("lookup")
+        .expect("session");
+    assert_eq!(
+        (s.user_id.as_str(), s.integrations.clone()),
+        ("u1", vec!["acme".to_string()])
+    );
+    assert!(kw
+        .broker
+        .agent_session_for_token(&token, "https://other.example/mcp")
+        .await
+        .expect("x")
+        .is_none());
+
+    // Sessions API: listed, shown, ended at once.
+    let list = kw
+        .call(
+            Method::GET,
+            "/v1/agent-sessions?user_id=u1&state=active",
+            Some(&app.key),
+            None,
+        )
+        .await;
+    assert_eq!(list.body.as_array().map(Vec::len), Some(1), "{}", list.body);
+    assert_eq!(list.body[0]["client_name"], "Test Agent");
+    assert_eq!(list.body[0]["access"], "read");
+    let sid = list.body[0]["id"].as_str().expect("id").to_string();
+    assert_eq!(
+        kw.call(Method::GET, "/v1/agent-sessions", Some(&other.key), None)
+            .await
+            .body,
+        json!([])
+    );
+    kw.call(
+        Method::GET,
+        &format!("/v1/agent-sessions/{sid}"),
+        Some(&other.key),
+        None,
+    )
+    .await
+    .assert_problem(404, "not_found");
+    kw.call(
+        Method::GET,
+        "/v1/agent-sessions?state=bogus",
+        Some(&app.key),
+        None,
+    )
+    .await
+    .assert_problem(400, "invalid_request");
+    let r = kw
+        .call(
+            Method::DELETE,
+            &format!("/v1/agent-sessions/{sid}"),
+            Some(&app.key),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (r.status.as_u16(), r.body["state"].as_str()),
+        (200, Some("revoked"))
+    );
+    assert!(
+        kw.broker
+            .agent_session_for_token(&token, &resource)
+            .await
+            .expect("x")
+            .is_none(),
+        "revoked at once"
+    );
+    kw.call(
+        Method::DELETE,
+        &format!("/v1/agent-sessions/{sid}"),
+        Some(&app.key),
+        None,
+    )
+    .await
+    .assert_problem(409, "session_ended");
+    let audit = kw.admin(Method::GET, "/v1/audit?limit=1000", None).await;
+    let actions: Vec<&str> = audit.body["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| **a == "agent_session.approved")
+            .count(),
+        2
+    );
+    assert!(actions.contains(&"agent_session.revoked"));
+}
+
+async fn approve_again(b: &reqwest::Client, url: &str) -> u16 {
+    b.get(url).send().await.expect("page").status().as_u16()
+}
+
+#[tokio::test]
+async fn bad_requests_are_shown_or_sent_back_by_the_rules() {
+    let (kw, _fake, app) = setup(Flavor::Standard).await;
+    with_login(&kw, &app).await;
+    let client = register(&kw).await;
+    let b = browser();
+    let authorize = |extra: Vec<(&'static str, String)>| {
+        let mut q: Vec<(&str, String)> = vec![
+            ("response_type", "code".into()),
+            ("client_id", client.clone()),
+            ("redirect_uri", "http://127.0.0.1/callback".into()),
+            ("state", "s".into()),
+            ("code_challenge", challenge(VERIFIER)),
+            ("code_challenge_method", "S256".into()),
+        ];
+        for (k, v) in extra {
+            q.retain(|(n, _)| *n != k);
+            if !v.is_empty() {
+                q.push((k, v));
+            }
+        }
+        b.get(format!("{}/oauth2/authorize", kw.url))
+            .query(&q)
+            .send()
+    };
+    // Unknown client or redirect: a page, never a redirect.
+    for extra in [
+        vec![("client_id", "mcpc_nope".to_string())],
+        vec![("redirect_uri", "https://evil.example/cb".to_string())],
+        vec![("redirect_uri", "http://127.0.0.1/other".to_string())],
+    ] {
+        let r = authorize(extra.clone()).await.expect("authorize");
+        assert_eq!(r.status(), 400, "{extra:?}");
+        assert!(r.headers().get("location").is_none());
+    }
+    // Known client and redirect: errors go back with state and iss.
+    for (extra, error) in [
+        (
+            vec![("code_challenge_method", "plain".to_string())],
+            "invalid_request",
+        ),
+        (vec![("code_challenge", String::new())], "invalid_request"),
+        (
+            vec![("response_type", "token".to_string())],
+            "unsupported_response_type",
+        ),
+        (
+            vec![("resource", "https://elsewhere.example/mcp".to_string())],
+            "invalid_target",
+        ),
+    ] {
+        let r = authorize(extra.clone()).await.expect("authorize");
+        assert_eq!(r.status(), 303, "{extra:?}");
+        let q = query_of(&location(&r));
+        assert_eq!(q.get("error").map(String::as_str), Some(error), "{extra:?}");
+        assert_eq!(q.get("state").map(String::as_str), Some("s"));
+        assert_eq!(q.get("iss").map(String::as_str), Some(kw.url.as_str()));
+    }
+    // Registration refuses what it cannot honour.
+    for body in [
+        json!({"client_name": "x", "redirect_uris": ["http://evil.example/cb"]}),
+        json!({"client_name": "x", "redirect_uris": []}),
+        json!({"client_name": "x", "redirect_uris": ["https://c.example/cb"], "token_endpoint_auth_method": "client_secret_basic"}),
+        json!({"client_name": "x", "redirect_uris": ["https://c.example/cb"], "grant_types": ["client_credentials"]}),
+    ] {
+        let r = reqwest::Client::new()
+            .post(format!("{}/oauth2/register", kw.url))
+            .json(&body)
+            .send()
+            .await
+            .expect("register");
+        assert_eq!(r.status(), 400, "{body}");
+        let v: Value = r.json().await.expect("json");
+        assert!(
+            v["error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("invalid_")),
+            "{v}"
+        );
+    }
+    // The token endpoint: only the authorization-code grant, with its parameters.
+    let r = reqwest::Client::new()
+        .post(format!("{}/oauth2/token", kw.url))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .expect("token");
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.headers()
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok()),
+        Some("no-store")
+    );
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["error"],
+        "unsupported_grant_type"
+    );
+    let (status, body) = exchange(&kw, &client, "nope", VERIFIER).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+}
+
+#[tokio::test]
+async fn denying_and_offboarding_end_things() {
+    let (kw, _fake, app) = setup(Flavor::Standard).await;
+    kw.connect(&app, "u1", "acme").await;
+    with_login(&kw, &app).await;
+    let client = register(&kw).await;
+    let b = browser();
+    let (url, _) = approval_url(&kw, &app, &client, "u1").await;
+    let r = approve(&b, &url, &[("decision", "deny")]).await;
+    assert_eq!(
+        query_of(&location(&r)).get("error").map(String::as_str),
+        Some("access_denied")
+    );
+
+    let (url, _) = approval_url(&kw, &app, &client, "u1").await;
+    let r = approve(
+        &b,
+        &url,
+        &[
+            ("decision", "approve"),
+            ("integrations", "acme"),
+            ("access", "write"),
+            ("duration", "3600"),
+        ],
+    )
+    .await;
+    let code = query_of(&location(&r))["code"].clone();
+    let (_, body) = exchange(&kw, &client, &code, VERIFIER).await;
+    assert_eq!(body["scope"], "acme:write");
+    let token = body["access_token"].as_str().expect("token").to_string();
+    let r = kw
+        .admin(Method::POST, "/v1/users/u1/offboard", Some(json!({})))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let resource = format!("{}/mcp", kw.url);
+    assert!(
+        kw.broker
+            .agent_session_for_token(&token, &resource)
+            .await
+            .expect("x")
+            .is_none(),
+        "offboarding ends agent sessions"
+    );
+    let list = kw
+        .call(
+            Method::GET,
+            "/v1/agent-sessions?user_id=u1",
+            Some(&app.key),
+            None,
+        )
+        .await;
+    assert_eq!(list.body[0]["state"], "revoked");
+}
