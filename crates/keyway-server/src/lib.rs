@@ -8,6 +8,7 @@ pub mod console;
 pub mod dev;
 pub mod error;
 pub mod extract;
+pub mod mcp;
 pub mod metrics;
 pub mod oauth_server;
 pub mod openapi;
@@ -179,6 +180,13 @@ pub fn router_with(state: AppState, extra: Option<Router<AppState>>) -> Router {
     if state.sandbox.is_some() {
         app = app.merge(sandbox::routes());
     }
+    let mcp_routes: Router<AppState> = Router::new()
+        .nest_service("/mcp", mcp::service(state.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            mcp::authenticate,
+        ));
+    app = app.merge(mcp_routes);
     if let Some(extra) = extra {
         app = app.merge(extra);
     }

@@ -563,3 +563,203 @@ async fn denying_and_offboarding_end_things() {
         .await;
     assert_eq!(list.body[0]["state"], "revoked");
 }
+
+/// A session's token, read access to `acme`, through the whole approval.
+async fn read_token(kw: &TestKeyway, app: &App) -> String {
+    let client = register(kw).await;
+    let (url, _) = approval_url(kw, app, &client, "u1").await;
+    let r = approve(
+        &browser(),
+        &url,
+        &[
+            ("decision", "approve"),
+            ("integrations", "acme"),
+            ("access", "read"),
+            ("duration", "3600"),
+        ],
+    )
+    .await;
+    let code = query_of(&location(&r))["code"].clone();
+    let (_, body) = exchange(kw, &client, &code, VERIFIER).await;
+    body["access_token"].as_str().expect("token").to_string()
+}
+
+async fn mcp(
+    kw: &TestKeyway,
+    token: Option<&str>,
+    session: Option<&str>,
+    msg: Value,
+) -> reqwest::Response {
+    let mut rb = reqwest::Client::new()
+        .post(format!("{}/mcp", kw.url))
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-06-18")
+        .json(&msg);
+    if let Some(t) = token {
+        rb = rb.bearer_auth(t);
+    }
+    if let Some(s) = session {
+        rb = rb.header("mcp-session-id", s);
+    }
+    rb.send().await.expect("mcp")
+}
+
+async fn rpc_body(r: reqwest::Response) -> Value {
+    let text = r.text().await.expect("body");
+    // JSON, or one SSE event carrying it.
+    serde_json::from_str(&text).unwrap_or_else(|_| {
+        let data = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .last()
+            .unwrap_or("null");
+        serde_json::from_str(data).unwrap_or(Value::Null)
+    })
+}
+
+#[tokio::test]
+async fn mcp_serves_the_approved_tools_and_checks_every_call() {
+    let (kw, _fake, app) = setup(Flavor::Standard).await;
+    kw.connect(&app, "u1", "acme").await;
+    with_login(&kw, &app).await;
+
+    // No token, or a made-up one: 401 with the metadata to find the authorization server.
+    for token in [None, Some("kwat_made_up")] {
+        let r = mcp(
+            &kw,
+            token,
+            None,
+            json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+        )
+        .await;
+        assert_eq!(r.status(), 401);
+        let www = r
+            .headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            www.contains(&format!(
+                "resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp\"",
+                kw.url
+            )),
+            "{www}"
+        );
+    }
+
+    let token = read_token(&kw, &app).await;
+    let init = mcp(&kw, Some(&token), None, json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}
+    })).await;
+    assert_eq!(init.status(), 200);
+    let sid = init
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = rpc_body(init).await;
+    assert_eq!(body["result"]["serverInfo"]["name"], "keyway", "{body}");
+    mcp(
+        &kw,
+        Some(&token),
+        sid.as_deref(),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    )
+    .await;
+
+    let list = rpc_body(
+        mcp(
+            &kw,
+            Some(&token),
+            sid.as_deref(),
+            json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}),
+        )
+        .await,
+    )
+    .await;
+    let names: Vec<&str> = list["result"]["tools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert_eq!(names, ["acme__call_api"], "{list}");
+
+    let call = rpc_body(mcp(&kw, Some(&token), sid.as_deref(), json!({
+        "jsonrpc": "2.0", "id": 3, "method": "tools/call",
+        "params": {"name": "acme__call_api", "arguments": {"method": "GET", "path": "api/hello"}}
+    })).await).await;
+    let text = call["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    let out: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+    assert_eq!(out["status"], 200, "{call}");
+    assert_eq!(out["body"]["path"], "/api/hello");
+    assert_eq!(call["result"]["isError"], false);
+
+    // Outside the approval: 403 naming the scope to ask for.
+    let r = mcp(&kw, Some(&token), sid.as_deref(), json!({
+        "jsonrpc": "2.0", "id": 4, "method": "tools/call",
+        "params": {"name": "acme__call_api", "arguments": {"method": "POST", "path": "api/hello"}}
+    })).await;
+    assert_eq!(r.status(), 403);
+    let www = r
+        .headers()
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        www.contains("insufficient_scope") && www.contains("scope=\"acme:write\""),
+        "{www}"
+    );
+    let r = mcp(
+        &kw,
+        Some(&token),
+        sid.as_deref(),
+        json!({
+            "jsonrpc": "2.0", "id": 5, "method": "tools/call",
+            "params": {"name": "other__call_api", "arguments": {"method": "GET", "path": "x"}}
+        }),
+    )
+    .await;
+    assert_eq!(r.status(), 403);
+
+    // Every call is on the audit chain as the agent session.
+    let sessions = kw
+        .call(
+            Method::GET,
+            "/v1/agent-sessions?user_id=u1",
+            Some(&app.key),
+            None,
+        )
+        .await;
+    let sid_db = sessions.body[0]["id"].as_str().expect("id").to_string();
+    let audit = kw.admin(Method::GET, "/v1/audit?limit=1000", None).await;
+    assert!(audit.body["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|e| e["action"] == "tool.called" && e["actor"] == format!("agent:{sid_db}")));
+
+    // Ended: the next call is 401.
+    kw.call(
+        Method::DELETE,
+        &format!("/v1/agent-sessions/{sid_db}"),
+        Some(&app.key),
+        None,
+    )
+    .await;
+    let r = mcp(
+        &kw,
+        Some(&token),
+        sid.as_deref(),
+        json!({"jsonrpc": "2.0", "id": 6, "method": "tools/list"}),
+    )
+    .await;
+    assert_eq!(r.status(), 401);
+}

@@ -1,0 +1,267 @@
+//! `/mcp`: the Model Context Protocol endpoint (Streamable HTTP, with the official Rust
+//! SDK `rmcp`). Authentication is the agent session's bearer token, checked on every
+//! request before rmcp sees it (an MCP session id is never authentication); tools are the
+//! approved integrations' catalog tools, named `{integration}__{tool}`, and every call
+//! goes through `Broker::call_tool` with the session's access level.
+
+use crate::AppState;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use keyway_core::catalog::Access;
+use keyway_core::model::AgentSession;
+use keyway_core::tokens::TokenRequest;
+use keyway_core::tools::ToolCall;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::{RequestContext, RoleServer};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::{ErrorData as McpError, ServerHandler};
+use serde_json::Value;
+use std::sync::Arc;
+
+/// Largest JSON-RPC body accepted on `/mcp`.
+const MAX_MCP_BODY: usize = 1024 * 1024;
+/// Separates the integration from the tool in MCP tool names.
+const SEP: &str = "__";
+
+#[derive(Clone)]
+pub struct KeywayMcp {
+    state: AppState,
+}
+
+fn session_of(ctx: &RequestContext<RoleServer>) -> Result<AgentSession, McpError> {
+    ctx.extensions
+        .get::<axum::http::request::Parts>()
+        .and_then(|p| p.extensions.get::<AgentSession>())
+        .cloned()
+        .ok_or_else(|| McpError::invalid_request("no agent session", None))
+}
+
+fn text_result(v: &Value, is_error: bool) -> CallToolResult {
+    let text = serde_json::to_string_pretty(v).unwrap_or_default();
+    if is_error {
+        CallToolResult::error(vec![ContentBlock::text(text)])
+    } else {
+        CallToolResult::success(vec![ContentBlock::text(text)])
+    }
+}
+
+impl ServerHandler for KeywayMcp {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("keyway", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "Tools act with the user's connected accounts, only those a person approved for this session, at the approved level (read or write), until the session ends. Tool names are <integration>__<tool>; call_api reaches any endpoint of an integration's API.",
+            )
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        let session = session_of(&ctx)?;
+        let mut tools = Vec::new();
+        for integration in &session.integrations {
+            let Ok(list) = self.state.broker.tools_for(integration).await else {
+                continue;
+            };
+            for t in list {
+                let schema = match t.input_schema {
+                    Value::Object(m) => m,
+                    _ => serde_json::Map::new(),
+                };
+                let note = if t.access == Access::Write && session.access == Access::Read {
+                    " (needs write access: this session may only read)"
+                } else {
+                    ""
+                };
+                tools.push(Tool::new(
+                    format!("{integration}{SEP}{}", t.name),
+                    format!("{}{note}", t.description),
+                    Arc::new(schema),
+                ));
+            }
+        }
+        Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let session = session_of(&ctx)?;
+        let name = request.name.to_string();
+        let Some((integration, tool)) = name.split_once(SEP) else {
+            return Ok(text_result(
+                &serde_json::json!({"error": "unknown_tool", "detail": format!("`{name}` is not a Keyway tool")}),
+                true,
+            )
+            .into());
+        };
+        if !session.integrations.iter().any(|i| i == integration) {
+            return Ok(text_result(
+                &serde_json::json!({"error": "insufficient_scope", "detail": format!("This session was not approved for {integration}. Ask the person to approve `{integration}:read` or `{integration}:write`.")}),
+                true,
+            )
+            .into());
+        }
+        let input = request.arguments.map(Value::Object).unwrap_or(Value::Null);
+        let call = ToolCall {
+            token: TokenRequest {
+                application_id: session.application_id.clone(),
+                integration: integration.to_string(),
+                user_id: session.user_id.clone(),
+                organization_id: session.organization_id.clone(),
+                actor: format!("agent:{}", session.id),
+                connection_id: None,
+                label: None,
+            },
+            tool: tool.to_string(),
+            input,
+            granted: session.access,
+        };
+        let result = match self.state.broker.call_tool(call).await {
+            Ok(out) => text_result(
+                &serde_json::json!({"status": out.status, "body": out.body, "truncated": out.truncated}),
+                out.status >= 400,
+            ),
+            Err(e) => {
+                let problem = crate::error::ApiError::from(e);
+                text_result(
+                    &serde_json::json!({"error": problem.code, "detail": problem.detail}),
+                    true,
+                )
+            }
+        };
+        Ok(result.into())
+    }
+}
+
+/// The rmcp service: stateless JSON answers, hosts and origins from the public URL.
+pub fn service(state: AppState) -> StreamableHttpService<KeywayMcp, LocalSessionManager> {
+    let public = url::Url::parse(&state.config.public_url).ok();
+    let mut hosts: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+    let mut origins: Vec<String> = Vec::new();
+    if let Some(u) = &public {
+        if let Some(h) = u.host_str() {
+            hosts.push(h.to_string());
+            if let Some(p) = u.port() {
+                hosts.push(format!("{h}:{p}"));
+            }
+        }
+        origins.push(u.origin().ascii_serialization());
+    }
+    let mut config = StreamableHttpServerConfig::default().with_allowed_hosts(hosts);
+    config.allowed_origins = origins;
+    config.json_response = true;
+    config.max_request_body_bytes = MAX_MCP_BODY;
+    StreamableHttpService::new(
+        move || {
+            Ok(KeywayMcp {
+                state: state.clone(),
+            })
+        },
+        LocalSessionManager::default().into(),
+        config,
+    )
+}
+
+fn challenge(state: &AppState, status: StatusCode, extra: &str) -> Response {
+    let meta = format!(
+        "{}/.well-known/oauth-protected-resource/mcp",
+        state.config.public_url
+    );
+    let value = format!("Bearer resource_metadata=\"{meta}\", scope=\"mcp\"{extra}");
+    let mut r = (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::json!({"error": if status == StatusCode::FORBIDDEN { "insufficient_scope" } else { "invalid_token" }}).to_string(),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    r
+}
+
+/// Authenticates `/mcp` requests (RFC 6750 bearer, audience = Keyway's MCP resource) and
+/// answers `403 insufficient_scope` for tool calls outside the approval, naming the scope
+/// to ask for (step-up), before rmcp handles the message.
+pub async fn authenticate(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string);
+    let resource = s.broker.mcp_resource(None);
+    let session = match token {
+        Some(t) => s
+            .broker
+            .agent_session_for_token(&t, &resource)
+            .await
+            .ok()
+            .flatten(),
+        None => None,
+    };
+    let Some(session) = session else {
+        return challenge(&s, StatusCode::UNAUTHORIZED, "");
+    };
+    let (mut parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, MAX_MCP_BODY).await {
+        Ok(b) => b,
+        Err(_) => return (StatusCode::PAYLOAD_TOO_LARGE, "request too large").into_response(),
+    };
+    if let Ok(msg) = serde_json::from_slice::<Value>(&bytes) {
+        if msg["method"] == "tools/call" {
+            let name = msg["params"]["name"].as_str().unwrap_or_default();
+            if let Some((integration, tool)) = name.split_once(SEP) {
+                let needed = if !session.integrations.iter().any(|i| i == integration) {
+                    Some(format!("{integration}:read"))
+                } else if session.access == Access::Read {
+                    let write = s
+                        .broker
+                        .tools_for(integration)
+                        .await
+                        .ok()
+                        .and_then(|ts| ts.into_iter().find(|t| t.name == tool))
+                        .is_some_and(|t| t.access == Access::Write)
+                        || (tool == keyway_core::tools::CALL_API
+                            && msg["params"]["arguments"]["method"]
+                                .as_str()
+                                .is_some_and(|m| !m.eq_ignore_ascii_case("GET")));
+                    write.then(|| format!("{integration}:write"))
+                } else {
+                    None
+                };
+                if let Some(scope) = needed {
+                    let mut r = challenge(
+                        &s,
+                        StatusCode::FORBIDDEN,
+                        &format!(", error=\"insufficient_scope\", error_description=\"this session needs {scope}\""),
+                    );
+                    // The scope parameter names what to ask for (RFC 6750 §3).
+                    let meta = format!(
+                        "Bearer error=\"insufficient_scope\", scope=\"{scope}\", resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp\"",
+                        s.config.public_url
+                    );
+                    if let Ok(v) = HeaderValue::from_str(&meta) {
+                        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+                    }
+                    return r;
+                }
+            }
+        }
+    }
+    parts.extensions.insert(session);
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
