@@ -209,6 +209,16 @@ test('an agent asks for access: dev login, the approval page (unframeable), a to
   const t = await tok.json();
   assert.equal(tok.status, 200, JSON.stringify(t));
   assert.equal(t.scope, 'sandbox:read');
+  // The agent uses a tool (for the console's timeline below).
+  const rpc = (body, extra = {}) => fetch(`${keyway}/mcp/${app.id}`, { method: 'POST', headers: { authorization: `Bearer ${t.access_token}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18', ...extra }, body: JSON.stringify(body) });
+  const init = await rpc({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'browser-test', version: '1' } } });
+  assert.equal(init.status, 200);
+  const sid = init.headers.get('mcp-session-id');
+  const extra = sid ? { 'mcp-session-id': sid } : {};
+  await rpc({ jsonrpc: '2.0', method: 'notifications/initialized' }, extra);
+  const called = await rpc({ jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'sandbox__get_profile', arguments: {} } }, extra);
+  assert.equal(called.status, 200);
+  assert.match(await called.text(), /Ada|grace|sandbox/i);
   const sessions = await api('GET', '/v1/agent-sessions?user_id=grace&state=active', app.key);
   assert.equal(sessions.body.length, 1);
   assert.equal(sessions.body[0].client_name, 'Claude (test)');
@@ -298,10 +308,11 @@ test('the admin console: sign in, filter the inventory, revoke, find it in the a
   await page.screenshot({ path: join(shots, 'console-overview.png'), fullPage: true });
 
   await page.getByRole('link', { name: 'Connections' }).first().click();
-  await page.getByLabel('Status').selectOption('active');
+  // (grace's grant may already be found dead since the restart above: any live status.)
   await page.getByLabel('Integration').selectOption('sandbox');
+  await page.getByLabel('Stale').selectOption('no');
   await page.getByRole('button', { name: 'Filter' }).click();
-  await page.waitForURL(/status=active/);
+  await page.waitForURL(/integration=sandbox/);
   const row = page.locator('tr', { hasText: 'grace' });
   await row.waitFor();
   await page.screenshot({ path: join(shots, 'console-connections.png'), fullPage: true });
@@ -313,6 +324,13 @@ test('the admin console: sign in, filter the inventory, revoke, find it in the a
   await page.getByRole('button', { name: 'Revoke this connection' }).click();
   await page.locator('.status-revoked').first().waitFor();
   await page.screenshot({ path: join(shots, 'console-connection.png'), fullPage: true });
+
+  // The agent session from the approval test, with its timeline; end it.
+  await page.getByRole('link', { name: 'Agent sessions' }).click();
+  await page.getByText('sandbox__get_profile').first().waitFor();
+  await page.screenshot({ path: join(shots, 'console-sessions.png'), fullPage: true });
+  await page.getByRole('button', { name: /^End session/ }).first().click();
+  await page.locator('text=revoked').first().waitFor();
 
   await page.getByRole('link', { name: 'Audit log' }).click();
   await page.getByRole('button', { name: 'Verify the whole chain' }).click();

@@ -365,6 +365,21 @@ pub struct AgentSession {
     pub code_expires_at: OffsetDateTime,
 }
 
+/// One tool call on an agent session's timeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentCall {
+    pub session_id: String,
+    pub at: OffsetDateTime,
+    pub tool: String,
+    pub integration: String,
+    pub method: String,
+    pub path: String,
+    /// The provider's HTTP status, when it answered.
+    pub status: Option<i64>,
+    /// `ok`, `provider_error`, `refused` or `failed`.
+    pub outcome: String,
+}
+
 impl AgentSession {
     pub fn state(&self, now: OffsetDateTime) -> &'static str {
         if self.revoked_at.is_some() {

@@ -298,6 +298,13 @@ pub trait Store: Send + Sync + 'static {
         user_id: Option<&str>,
         limit: u32,
     ) -> Result<Vec<AgentSession>, StoreError>;
+    async fn insert_agent_call(&self, call: &AgentCall) -> Result<(), StoreError>;
+    /// A session's timeline, oldest first.
+    async fn list_agent_calls(
+        &self,
+        session_id: &str,
+        limit: u32,
+    ) -> Result<Vec<AgentCall>, StoreError>;
     /// Ends a session now and deletes its tokens; false if it had already ended.
     async fn revoke_agent_session(
         &self,

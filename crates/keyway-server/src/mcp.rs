@@ -127,6 +127,7 @@ impl ServerHandler for KeywayMcp {
             tool: tool.to_string(),
             input,
             granted: session.access,
+            agent_session: Some(session.id.clone()),
         };
         let result = match self.state.broker.call_tool(call).await {
             Ok(out) => text_result(
@@ -174,9 +175,21 @@ pub fn service(state: AppState) -> StreamableHttpService<KeywayMcp, LocalSession
     )
 }
 
-fn challenge(state: &AppState, status: StatusCode, extra: &str) -> Response {
+/// The resource a request is for: `/mcp`, or `/mcp/{application_id}` (spec §5).
+fn resource_path(path: &str) -> Option<String> {
+    let rest = path.strip_prefix("/mcp")?.trim_matches('/');
+    if rest.is_empty() {
+        Some("mcp".into())
+    } else if !rest.contains('/') && rest.len() <= 256 {
+        Some(format!("mcp/{rest}"))
+    } else {
+        None
+    }
+}
+
+fn challenge(state: &AppState, status: StatusCode, resource: &str, extra: &str) -> Response {
     let meta = format!(
-        "{}/.well-known/oauth-protected-resource/mcp",
+        "{}/.well-known/oauth-protected-resource/{resource}",
         state.config.public_url
     );
     let value = format!("Bearer resource_metadata=\"{meta}\", scope=\"mcp\"{extra}");
@@ -202,7 +215,10 @@ pub async fn authenticate(State(s): State<AppState>, req: Request, next: Next) -
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_string);
-    let resource = s.broker.mcp_resource(None);
+    let Some(rpath) = resource_path(req.uri().path()) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let resource = format!("{}/{rpath}", s.config.public_url);
     let session = match token {
         Some(t) => s
             .broker
@@ -213,7 +229,7 @@ pub async fn authenticate(State(s): State<AppState>, req: Request, next: Next) -
         None => None,
     };
     let Some(session) = session else {
-        return challenge(&s, StatusCode::UNAUTHORIZED, "");
+        return challenge(&s, StatusCode::UNAUTHORIZED, &rpath, "");
     };
     let (mut parts, body) = req.into_parts();
     let bytes = match axum::body::to_bytes(body, MAX_MCP_BODY).await {
@@ -243,14 +259,34 @@ pub async fn authenticate(State(s): State<AppState>, req: Request, next: Next) -
                     None
                 };
                 if let Some(scope) = needed {
+                    let refused = keyway_core::model::AgentCall {
+                        session_id: session.id.clone(),
+                        at: s.broker.now(),
+                        tool: tool.to_string(),
+                        integration: integration.to_string(),
+                        method: msg["params"]["arguments"]["method"]
+                            .as_str()
+                            .unwrap_or("-")
+                            .to_string(),
+                        path: msg["params"]["arguments"]["path"]
+                            .as_str()
+                            .unwrap_or("-")
+                            .to_string(),
+                        status: Some(403),
+                        outcome: "refused".into(),
+                    };
+                    if let Err(e) = s.broker.store.insert_agent_call(&refused).await {
+                        tracing::warn!(error = %e, "agent session timeline write failed");
+                    }
                     let mut r = challenge(
                         &s,
                         StatusCode::FORBIDDEN,
+                        &rpath,
                         &format!(", error=\"insufficient_scope\", error_description=\"this session needs {scope}\""),
                     );
                     // The scope parameter names what to ask for (RFC 6750 §3).
                     let meta = format!(
-                        "Bearer error=\"insufficient_scope\", scope=\"{scope}\", resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp\"",
+                        "Bearer error=\"insufficient_scope\", scope=\"{scope}\", resource_metadata=\"{}/.well-known/oauth-protected-resource/{rpath}\"",
                         s.config.public_url
                     );
                     if let Ok(v) = HeaderValue::from_str(&meta) {

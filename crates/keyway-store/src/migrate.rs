@@ -27,6 +27,10 @@ pub(crate) const SQLITE: &[(i64, &str)] = &[
         7,
         include_str!("../migrations/sqlite/0007_agent_sessions.sql"),
     ),
+    (
+        8,
+        include_str!("../migrations/sqlite/0008_agent_session_calls.sql"),
+    ),
 ];
 
 /// Runs on one connection, before the pool opens others: a migration's write lock must

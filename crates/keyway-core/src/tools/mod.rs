@@ -36,6 +36,8 @@ pub struct ToolCall {
     /// The level the caller holds: an agent session's approval, or `write` for an
     /// application's own backend.
     pub granted: Access,
+    /// The agent session making the call, for its timeline.
+    pub agent_session: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -351,6 +353,26 @@ impl Broker {
                 "outcome": match &result { Ok(r) if r.status < 400 => "ok", Ok(_) => "provider_error", Err(_) => "failed" },
             }));
         self.record(event).await?;
+        if let Some(sid) = &call.agent_session {
+            let c = crate::model::AgentCall {
+                session_id: sid.clone(),
+                at: self.clock.now(),
+                tool: call.tool.clone(),
+                integration: integration.clone(),
+                method: method.clone(),
+                path: path.clone(),
+                status: status.map(i64::from),
+                outcome: match &result {
+                    Ok(r) if r.status < 400 => "ok",
+                    Ok(_) => "provider_error",
+                    Err(_) => "failed",
+                }
+                .into(),
+            };
+            if let Err(e) = self.store.insert_agent_call(&c).await {
+                tracing::warn!(error = %e, "agent session timeline write failed");
+            }
+        }
         let resp = result?;
         let truncated = resp.body.len() > MAX_TOOL_RESPONSE;
         let raw = &resp.body[..resp.body.len().min(MAX_TOOL_RESPONSE)];

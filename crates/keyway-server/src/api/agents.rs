@@ -25,6 +25,7 @@ fn view(s: &AgentSession, now: time::OffsetDateTime) -> AgentSessionView {
         created_at: rfc3339(s.created_at),
         expires_at: rfc3339(s.expires_at),
         revoked_at: s.revoked_at.map(rfc3339),
+        timeline: None,
     }
 }
 
@@ -84,7 +85,28 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<AgentSessionView>, ApiError> {
     let x = s.broker.agent_session(&auth.0, &id).await?;
-    Ok(Json(view(&x, s.broker.now())))
+    let calls = s
+        .broker
+        .store
+        .list_agent_calls(&x.id, 10_000)
+        .await
+        .map_err(keyway_core::CoreError::from)?;
+    let mut v = view(&x, s.broker.now());
+    v.timeline = Some(
+        calls
+            .into_iter()
+            .map(|c| AgentCallView {
+                at: rfc3339(c.at),
+                tool: c.tool,
+                integration: c.integration,
+                method: c.method,
+                path: c.path,
+                status: c.status,
+                outcome: c.outcome,
+            })
+            .collect(),
+    );
+    Ok(Json(v))
 }
 
 /// Ends a session at once: its access tokens stop working.

@@ -83,6 +83,7 @@ pub async fn call(
             tool,
             input: b.input.unwrap_or_default(),
             granted: Access::Write,
+            agent_session: None,
         })
         .await?;
     Ok(Json(ToolCallResult {

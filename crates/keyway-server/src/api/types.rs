@@ -515,4 +515,20 @@ pub struct AgentSessionView {
     pub created_at: String,
     pub expires_at: String,
     pub revoked_at: Option<String>,
+    /// Every tool call of the session, oldest first (`GET /v1/agent-sessions/{id}` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<Vec<AgentCallView>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgentCallView {
+    pub at: String,
+    pub tool: String,
+    pub integration: String,
+    pub method: String,
+    pub path: String,
+    /// The provider's HTTP status, when it answered.
+    pub status: Option<i64>,
+    /// `ok`, `provider_error`, `refused` or `failed`.
+    pub outcome: String,
 }

@@ -776,17 +776,29 @@ async fn agent_sessions(State(s): State<AppState>, headers: HeaderMap) -> Respon
     let now = s.broker.now();
     match s.broker.agent_sessions(&p, None, None).await {
         Ok(list) => {
-            let items: Vec<minijinja::Value> = list
-                .iter()
-                .map(|a| {
-                    context! {
-                        id => a.id, user_id => a.user_id, application_id => a.application_id,
-                        client_name => a.client_name, integrations => a.integrations.join(", "),
-                        access => a.access.as_str(), state => a.state(now),
-                        created_at => rfc3339(a.created_at), expires_at => rfc3339(a.expires_at),
-                    }
-                })
-                .collect();
+            let mut items: Vec<minijinja::Value> = Vec::new();
+            for a in &list {
+                let calls = s
+                    .broker
+                    .store
+                    .list_agent_calls(&a.id, 200)
+                    .await
+                    .unwrap_or_default();
+                let calls: Vec<minijinja::Value> = calls
+                    .iter()
+                    .map(|c| context! {
+                        at => rfc3339(c.at), tool => c.tool, integration => c.integration,
+                        method => c.method, path => c.path, status => c.status, outcome => c.outcome,
+                    })
+                    .collect();
+                items.push(context! {
+                    id => a.id, user_id => a.user_id, application_id => a.application_id,
+                    client_name => a.client_name, integrations => a.integrations.join(", "),
+                    access => a.access.as_str(), state => a.state(now),
+                    created_at => rfc3339(a.created_at), expires_at => rfc3339(a.expires_at),
+                    calls,
+                });
+            }
             view(
                 &s,
                 &sess,

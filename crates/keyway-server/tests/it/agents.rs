@@ -612,8 +612,7 @@ async fn rpc_body(r: reqwest::Response) -> Value {
             .lines()
             .filter_map(|l| l.strip_prefix("data:"))
             .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .last()
+            .rfind(|l| !l.is_empty())
             .unwrap_or("null");
         serde_json::from_str(data).unwrap_or(Value::Null)
     })
@@ -651,6 +650,22 @@ async fn mcp_serves_the_approved_tools_and_checks_every_call() {
     }
 
     let token = read_token(&kw, &app).await;
+    for version in ["2025-06-18", "2025-11-25"] {
+        let r = reqwest::Client::new()
+            .post(format!("{}/mcp", kw.url))
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", version)
+            .bearer_auth(&token)
+            .json(&json!({
+                "jsonrpc": "2.0", "id": 1, "method": "initialize",
+                "params": {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "v", "version": "1"}}
+            }))
+            .send()
+            .await
+            .expect("initialize");
+        let body = rpc_body(r).await;
+        assert_eq!(body["result"]["protocolVersion"], version, "{body}");
+    }
     let init = mcp(&kw, Some(&token), None, json!({
         "jsonrpc": "2.0", "id": 1, "method": "initialize",
         "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}
@@ -746,6 +761,30 @@ async fn mcp_serves_the_approved_tools_and_checks_every_call() {
         .flatten()
         .any(|e| e["action"] == "tool.called" && e["actor"] == format!("agent:{sid_db}")));
 
+    // The session's timeline has every call, refused ones too.
+    let detail = kw
+        .call(
+            Method::GET,
+            &format!("/v1/agent-sessions/{sid_db}"),
+            Some(&app.key),
+            None,
+        )
+        .await;
+    let timeline = detail.body["timeline"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let outcomes: Vec<&str> = timeline
+        .iter()
+        .filter_map(|c| c["outcome"].as_str())
+        .collect();
+    assert_eq!(outcomes, ["ok", "refused", "refused"], "{}", detail.body);
+    assert_eq!(timeline[0]["tool"], "call_api");
+    assert_eq!(timeline[0]["method"], "GET");
+    assert_eq!(timeline[0]["path"], "api/hello");
+    assert_eq!(timeline[0]["status"], 200);
+    assert!(list_has_no_timeline(&kw, &app).await);
+
     // Ended: the next call is 401.
     kw.call(
         Method::DELETE,
@@ -762,4 +801,15 @@ async fn mcp_serves_the_approved_tools_and_checks_every_call() {
     )
     .await;
     assert_eq!(r.status(), 401);
+}
+
+async fn list_has_no_timeline(kw: &TestKeyway, app: &App) -> bool {
+    let list = kw
+        .call(Method::GET, "/v1/agent-sessions", Some(&app.key), None)
+        .await;
+    list.body
+        .as_array()
+        .into_iter()
+        .flatten()
+        .all(|s| s.get("timeline").is_none())
 }

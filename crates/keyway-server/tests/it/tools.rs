@@ -349,6 +349,7 @@ async fn read_access_allows_read_tools_and_get_only() {
             tool: tool.into(),
             input,
             granted: Access::Read,
+            agent_session: None,
         })
     };
     let ok = run("list_issues", json!({"owner": "o", "repo": "r"}))
