@@ -230,6 +230,76 @@ impl Broker {
         Ok(client)
     }
 
+    /// A client whose `client_id` is the URL of its metadata document (MCP's client ID
+    /// metadata documents): fetched at each authorization (no redirects, bounded size,
+    /// https or loopback http only), its `client_id` must be that URL, and its redirect
+    /// URIs follow the registration rules.
+    async fn client_from_metadata_document(&self, url: &str) -> Result<AgentClient, CoreError> {
+        let bad = |why: &str| {
+            CoreError::invalid(
+                "invalid_client",
+                format!("the client ID metadata document at {url} {why}"),
+            )
+        };
+        let parsed = Url::parse(url).map_err(|_| bad("is not a URL"))?;
+        if !crate::catalog::load_url_allowed(&parsed)
+            || parsed.path() == "/"
+            || parsed.fragment().is_some()
+            || url.len() > 2048
+        {
+            return Err(bad("must be an https URL with a path"));
+        }
+        let mut req =
+            crate::outbound::OutboundRequest::new("GET", url).header("Accept", "application/json");
+        req.timeout = std::time::Duration::from_secs(5);
+        let resp = self
+            .http
+            .send(req)
+            .await
+            .map_err(|_| bad("could not be fetched"))?;
+        if resp.status != 200 || resp.body.len() > 64 * 1024 {
+            return Err(bad(&format!("answered HTTP {}", resp.status)));
+        }
+        let doc: serde_json::Value =
+            serde_json::from_slice(&resp.body).map_err(|_| bad("is not JSON"))?;
+        if doc["client_id"].as_str() != Some(url) {
+            return Err(bad("names another client_id"));
+        }
+        if doc["token_endpoint_auth_method"]
+            .as_str()
+            .is_some_and(|m| m != "none")
+        {
+            return Err(bad("asks for client authentication Keyway does not do"));
+        }
+        let redirect_uris: Vec<String> = doc["redirect_uris"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect();
+        if redirect_uris.is_empty() || redirect_uris.len() > 10 {
+            return Err(bad("must list 1-10 redirect_uris"));
+        }
+        for u in &redirect_uris {
+            check_redirect_uri(u)?;
+        }
+        let name: String = doc["client_name"]
+            .as_str()
+            .unwrap_or_else(|| parsed.host_str().unwrap_or("MCP client"))
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(200)
+            .collect();
+        let client = AgentClient {
+            id: url.to_string(),
+            name,
+            redirect_uris,
+            created_at: self.clock.now(),
+        };
+        self.store.insert_agent_client(&client).await?;
+        Ok(client)
+    }
+
     /// `GET /oauth2/authorize`. Errors about the client or its redirect URI are returned
     /// (shown to the person, never redirected); the rest go back to the client.
     pub async fn start_agent_authorization(
@@ -241,11 +311,14 @@ impl Broker {
             .as_deref()
             .filter(|c| !c.is_empty() && c.len() <= MAX_ID_LEN)
             .ok_or_else(|| CoreError::invalid("invalid_client", "`client_id` is required"))?;
-        let client = self
-            .store
-            .get_agent_client(client_id)
-            .await?
-            .ok_or_else(|| CoreError::invalid("invalid_client", "unknown `client_id`"))?;
+        let client = if client_id.starts_with("https://") || client_id.starts_with("http://") {
+            self.client_from_metadata_document(client_id).await?
+        } else {
+            self.store
+                .get_agent_client(client_id)
+                .await?
+                .ok_or_else(|| CoreError::invalid("invalid_client", "unknown `client_id`"))?
+        };
         let redirect_uri = match p.redirect_uri.as_deref() {
             Some(r) => client
                 .redirect_uris

@@ -249,6 +249,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<(OffsetDateTime, String, u64)>, StoreError>;
 
     // Agents.
+    /// Saves a client; a client ID metadata document fetched again replaces its entry.
     async fn insert_agent_client(&self, c: &AgentClient) -> Result<(), StoreError>;
     async fn get_agent_client(&self, id: &str) -> Result<Option<AgentClient>, StoreError>;
     async fn insert_agent_authorization(&self, a: &AgentAuthorization) -> Result<(), StoreError>;

@@ -58,7 +58,7 @@ async fn as_metadata(State(s): State<AppState>) -> Response {
         "token_endpoint_auth_methods_supported": ["none"],
         "authorization_response_iss_parameter_supported": true,
         "scopes_supported": ["mcp"],
-        "client_id_metadata_document_supported": false,
+        "client_id_metadata_document_supported": true,
     }))
     .into_response()
 }

@@ -1051,7 +1051,7 @@ impl Store for SqliteStore {
 
     async fn insert_agent_client(&self, c: &AgentClient) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO agent_clients (id, name, redirect_uris, created_at) VALUES (?,?,?,?)",
+            "INSERT INTO agent_clients (id, name, redirect_uris, created_at) VALUES (?,?,?,?) ON CONFLICT (id) DO UPDATE SET name = excluded.name, redirect_uris = excluded.redirect_uris",
         )
         .bind(&c.id)
         .bind(&c.name)

@@ -813,3 +813,96 @@ async fn list_has_no_timeline(kw: &TestKeyway, app: &App) -> bool {
         .flatten()
         .all(|s| s.get("timeline").is_none())
 }
+
+/// Serves client ID metadata documents on loopback: `/good.json` names itself,
+/// `/liar.json` claims another client_id.
+async fn metadata_host() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let b = base.clone();
+    let app = axum::Router::new()
+        .route(
+            "/good.json",
+            axum::routing::get(move || {
+                let b = b.clone();
+                async move {
+                    axum::Json(json!({"client_id": format!("{b}/good.json"), "client_name": "Doc Agent", "redirect_uris": ["http://127.0.0.1/callback"], "token_endpoint_auth_method": "none"}))
+                }
+            }),
+        )
+        .route(
+            "/liar.json",
+            axum::routing::get(|| async { axum::Json(json!({"client_id": "https://someone-else.example/c.json", "redirect_uris": ["http://127.0.0.1/callback"]})) }),
+        );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    base
+}
+
+#[tokio::test]
+async fn client_id_metadata_documents_stand_in_for_registration() {
+    let (kw, _fake, app) = setup(Flavor::Standard).await;
+    kw.connect(&app, "u1", "acme").await;
+    with_login(&kw, &app).await;
+    let meta: Value = reqwest::get(format!("{}/.well-known/oauth-authorization-server", kw.url))
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(meta["client_id_metadata_document_supported"], true);
+    let host = metadata_host().await;
+
+    // A document that names another client, or none at all: refused on a page.
+    for client in [
+        format!("{host}/liar.json"),
+        format!("{host}/missing.json"),
+        "https://127.0.0.1/".to_string(),
+    ] {
+        let r = browser()
+            .get(format!("{}/oauth2/authorize", kw.url))
+            .query(&[
+                ("response_type", "code"),
+                ("client_id", client.as_str()),
+                ("redirect_uri", "http://127.0.0.1/callback"),
+                ("code_challenge", &challenge(VERIFIER)),
+                ("code_challenge_method", "S256"),
+            ])
+            .send()
+            .await
+            .expect("authorize");
+        assert_eq!(r.status(), 400, "{client}");
+        assert!(r.headers().get("location").is_none());
+    }
+
+    // The document's own URL is the client id, all the way to a token.
+    let client = format!("{host}/good.json");
+    let (url, _) = approval_url(&kw, &app, &client, "u1").await;
+    let b = browser();
+    let html = b
+        .get(&url)
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html");
+    assert!(html.contains("Doc Agent"), "the document's name is shown");
+    let r = approve(
+        &b,
+        &url,
+        &[
+            ("decision", "approve"),
+            ("integrations", "acme"),
+            ("access", "read"),
+            ("duration", "600"),
+        ],
+    )
+    .await;
+    let code = query_of(&location(&r))["code"].clone();
+    let (status, body) = exchange(&kw, &client, &code, VERIFIER).await;
+    assert_eq!(status, 200, "{body}");
+}
