@@ -17,6 +17,7 @@ import {
   registerClient,
   startAuthorization,
   exchangeAuthorization,
+  refreshAuthorization,
 } from '@modelcontextprotocol/sdk/client/auth.js';
 import { freePort, Processes, Browser, unescapeHtml } from '../lib/harness.mjs';
 
@@ -113,5 +114,19 @@ test('the official SDK authorizes against Keyway and uses the approved tools ove
   assert.match(bad.content[0].text, /no field `nope`/);
   // A write through call_api with a read session: refused with the scope to ask for.
   await assert.rejects(() => client.callTool({ name: 'sandbox__call_api', arguments: { method: 'POST', path: 'notes' } }), /403|insufficient_scope|Forbidden/i);
-  await client.close();
+
+  // The session ends (the application or an operator revokes it): the next call is 401.
+  const appKey = procs.logs.match(/application key:\s+(\S+)/)[1];
+  const list = await (await fetch(`${url}/v1/agent-sessions?user_id=demo&state=active`, { headers: { authorization: `Bearer ${appKey}` } })).json();
+  assert.equal(list.length, 1);
+  const del = await fetch(`${url}/v1/agent-sessions/${list[0].id}`, { method: 'DELETE', headers: { authorization: `Bearer ${appKey}` } });
+  assert.equal(del.status, 200);
+  await assert.rejects(() => client.callTool({ name: 'sandbox__get_profile', arguments: {} }), /401|Unauthorized|invalid_token/i);
+  // No refresh can outlive the session: Keyway issues no refresh tokens and refuses the grant.
+  assert.equal(tokens.refresh_token, undefined);
+  await assert.rejects(
+    () => refreshAuthorization(asUrl, { metadata, clientInformation, refreshToken: 'made-up', resource: new URL(prm.resource) }),
+    /unsupported_grant_type|grant/i,
+  );
+  await client.close().catch(() => {});
 });
