@@ -23,6 +23,9 @@ pub struct StartOptions {
     pub previous_master_keys: Vec<MasterKey>,
     pub admin_key: Option<Secret>,
     pub dev: bool,
+    /// Test only, with `dev`: `/mcp` answers unauthenticated requests as the demo user's
+    /// sandbox session (for the MCP conformance suite).
+    pub mcp_conformance: bool,
     /// Serve the sandbox provider (always on with `dev`).
     pub sandbox: bool,
     pub custom_providers: BTreeMap<String, toml::Value>,
@@ -45,6 +48,7 @@ impl StartOptions {
             previous_master_keys: Vec::new(),
             admin_key: None,
             dev: false,
+            mcp_conformance: false,
             sandbox: false,
             custom_providers: BTreeMap::new(),
             http: None,
@@ -117,6 +121,7 @@ pub async fn build(opts: StartOptions) -> Result<Built, StartError> {
         admin_key_hash: opts.admin_key.as_ref().map(|k| sha256_hex(k.expose())),
         dev: opts.dev,
         max_body_bytes: opts.max_body_bytes,
+        mcp_conformance: opts.dev && opts.mcp_conformance,
     };
     let dev = if opts.dev {
         Some(

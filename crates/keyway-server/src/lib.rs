@@ -33,6 +33,8 @@ pub struct ServerConfig {
     pub dev: bool,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// Test only (`serve --dev --mcp-conformance`): unauthenticated `/mcp`.
+    pub mcp_conformance: bool,
 }
 
 impl ServerConfig {

@@ -228,6 +228,14 @@ pub async fn authenticate(State(s): State<AppState>, req: Request, next: Next) -
             .flatten(),
         None => None,
     };
+    let session = match session {
+        Some(x) => Some(x),
+        // Test only: the conformance suite speaks MCP without OAuth.
+        None if s.config.mcp_conformance && !req.headers().contains_key(header::AUTHORIZATION) => {
+            conformance_session(&s, &resource).await
+        }
+        None => None,
+    };
     let Some(session) = session else {
         return challenge(&s, StatusCode::UNAUTHORIZED, &rpath, "");
     };
@@ -300,4 +308,37 @@ pub async fn authenticate(State(s): State<AppState>, req: Request, next: Next) -
     parts.extensions.insert(session);
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
+}
+
+/// `serve --dev --mcp-conformance` only: the demo user's session with write access to the
+/// integrations they have connected (the sandbox), for the MCP conformance suite.
+async fn conformance_session(s: &AppState, resource: &str) -> Option<AgentSession> {
+    let apps = s.broker.store.list_applications().await.ok()?;
+    let app = apps.into_iter().next()?;
+    let integrations = s
+        .broker
+        .agent_integrations_of(&app, "demo", None)
+        .await
+        .ok()
+        .filter(|i| !i.is_empty())
+        .unwrap_or_else(|| vec!["sandbox".into()]);
+    let now = s.broker.now();
+    Some(AgentSession {
+        id: "as_conformance".into(),
+        application_id: app.id,
+        user_id: "demo".into(),
+        organization_id: None,
+        client_id: "conformance".into(),
+        client_name: "MCP conformance suite".into(),
+        integrations,
+        access: Access::Write,
+        resource: resource.to_string(),
+        created_at: now,
+        expires_at: now + time::Duration::hours(1),
+        revoked_at: None,
+        code_hash: String::new(),
+        code_challenge: String::new(),
+        code_redirect_uri: String::new(),
+        code_expires_at: now,
+    })
 }

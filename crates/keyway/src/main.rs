@@ -53,6 +53,10 @@ enum Command {
         /// A demo on this machine: generated master key, demo application, sandbox provider.
         #[arg(long)]
         dev: bool,
+        /// Test only, with --dev: /mcp also answers requests without a token, as the demo
+        /// user's sandbox session, so the MCP conformance suite can reach it.
+        #[arg(long, requires = "dev")]
+        mcp_conformance: bool,
         #[arg(long, env = "KEYWAY_CONFIG")]
         config: Option<PathBuf>,
         #[arg(long)]
@@ -398,6 +402,7 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve {
             dev,
+            mcp_conformance,
             config,
             listen,
             data_dir,
@@ -415,7 +420,14 @@ async fn run(cli: Cli) -> Result<()> {
             raw.database_url = database_url.or(raw.database_url);
             raw.public_url = public_url.or(raw.public_url);
             init_tracing(raw.log_level.as_deref(), raw.log_format.as_deref());
-            serve::run(raw, serve::ServeArgs { dev }).await
+            serve::run(
+                raw,
+                serve::ServeArgs {
+                    dev,
+                    mcp_conformance,
+                },
+            )
+            .await
         }
         Command::Token {
             integration,

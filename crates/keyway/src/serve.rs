@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 pub struct ServeArgs {
     pub dev: bool,
+    /// Test only (with `dev`): unauthenticated `/mcp` as the demo user's session.
+    pub mcp_conformance: bool,
 }
 
 fn read_master_key(raw: &RawConfig, data_dir: &Path, dev: bool) -> Result<MasterKey> {
@@ -112,6 +114,7 @@ pub async fn run(raw: RawConfig, args: ServeArgs) -> Result<()> {
     opts.previous_master_keys = previous;
     opts.admin_key = raw.admin_key.clone().map(Secret::new);
     opts.dev = args.dev;
+    opts.mcp_conformance = args.dev && args.mcp_conformance;
     opts.sandbox = raw.sandbox.unwrap_or(false);
     opts.custom_providers = raw.providers.clone();
     let mut settings = keyway_core::BrokerSettings::new(&public_url);
