@@ -666,6 +666,34 @@ async fn mcp_serves_the_approved_tools_and_checks_every_call() {
         let body = rpc_body(r).await;
         assert_eq!(body["result"]["protocolVersion"], version, "{body}");
     }
+    // 2026-07-28 is stateless: no initialize, per-request metadata and an Mcp-Method header.
+    let meta = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}});
+    for (method, id) in [("server/discover", 10), ("tools/list", 11)] {
+        let r = reqwest::Client::new()
+            .post(format!("{}/mcp", kw.url))
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", method)
+            .bearer_auth(&token)
+            .json(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": {"_meta": meta}}))
+            .send()
+            .await
+            .expect("stateless");
+        let body = rpc_body(r).await;
+        if method == "server/discover" {
+            assert!(
+                body["result"]["supportedVersions"]
+                    .as_array()
+                    .is_some_and(|v| v.contains(&json!("2026-07-28"))),
+                "{body}"
+            );
+        } else {
+            assert_eq!(
+                body["result"]["tools"][0]["name"], "acme__call_api",
+                "{body}"
+            );
+        }
+    }
     let init = mcp(&kw, Some(&token), None, json!({
         "jsonrpc": "2.0", "id": 1, "method": "initialize",
         "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}
