@@ -39,7 +39,7 @@ test('the MCP conformance server suite matches the recorded baseline', async () 
     .catch((e) => e);
   const text = `${out.stdout || ''}${out.stderr || ''}`;
   assert.equal(out.code ?? 0, 0, text.slice(-4000));
-  for (const s of ['server-initialize', 'ping', 'tools-list', 'tools-call-error', 'dns-rebinding-protection']) {
+  for (const s of ['server-initialize', 'ping', 'tools-list', 'tools-call-error', 'tools-call-image', 'tools-call-mixed-content', 'dns-rebinding-protection']) {
     assert.match(text, new RegExp(`✓ ${s}:`), `${s} passes`);
   }
 });

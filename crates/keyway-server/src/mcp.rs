@@ -68,6 +68,9 @@ impl ServerHandler for KeywayMcp {
     ) -> Result<ListToolsResult, McpError> {
         let session = session_of(&ctx)?;
         let mut tools = Vec::new();
+        if self.state.config.mcp_conformance {
+            tools.extend(conformance::tools());
+        }
         for integration in &session.integrations {
             let Ok(list) = self.state.broker.tools_for(integration).await else {
                 continue;
@@ -99,6 +102,11 @@ impl ServerHandler for KeywayMcp {
     ) -> Result<CallToolResponse, McpError> {
         let session = session_of(&ctx)?;
         let name = request.name.to_string();
+        if self.state.config.mcp_conformance {
+            if let Some(result) = conformance::call(&name) {
+                return Ok(result.into());
+            }
+        }
         let Some((integration, tool)) = name.split_once(SEP) else {
             return Ok(text_result(
                 &serde_json::json!({"error": "unknown_tool", "detail": format!("`{name}` is not a Keyway tool")}),
@@ -341,4 +349,74 @@ async fn conformance_session(s: &AppState, resource: &str) -> Option<AgentSessio
         code_redirect_uri: String::new(),
         code_expires_at: now,
     })
+}
+
+/// The fixture tools the MCP conformance suite calls, served only with
+/// `serve --dev --mcp-conformance`. They exercise content types; Keyway's own tools answer
+/// text.
+mod conformance {
+    use rmcp::model::{CallToolResult, ContentBlock, Tool};
+    use std::sync::Arc;
+
+    /// A 1x1 red PNG.
+    const PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==";
+    /// A WAV header with no samples.
+    const WAV: &str = "UklGRiQAAABXQVZFZm10IBAAAAABAAEAQB8AAIA+AAACABAAZGF0YQAAAAA=";
+
+    const FIXTURES: &[(&str, &str)] = &[
+        ("test_simple_text", "Returns a text block."),
+        ("test_image_content", "Returns a PNG image block."),
+        ("test_audio_content", "Returns a WAV audio block."),
+        (
+            "test_embedded_resource",
+            "Returns an embedded text resource.",
+        ),
+        (
+            "test_multiple_content_types",
+            "Returns text, image and resource blocks.",
+        ),
+        ("test_error_handling", "Always fails, as a tool error."),
+    ];
+
+    pub fn tools() -> Vec<Tool> {
+        FIXTURES
+            .iter()
+            .map(|(name, description)| {
+                let mut schema = serde_json::Map::new();
+                schema.insert("type".into(), "object".into());
+                schema.insert("properties".into(), serde_json::json!({}));
+                Tool::new(*name, *description, Arc::new(schema))
+            })
+            .collect()
+    }
+
+    pub fn call(name: &str) -> Option<CallToolResult> {
+        let resource = || {
+            ContentBlock::embedded_text(
+                "test://embedded-resource",
+                r#"{"test":"data","value":123}"#,
+            )
+        };
+        Some(match name {
+            "test_simple_text" => CallToolResult::success(vec![ContentBlock::text(
+                "This is a simple text response for testing.",
+            )]),
+            "test_image_content" => {
+                CallToolResult::success(vec![ContentBlock::image(PNG, "image/png")])
+            }
+            "test_audio_content" => {
+                CallToolResult::success(vec![ContentBlock::audio(WAV, "audio/wav")])
+            }
+            "test_embedded_resource" => CallToolResult::success(vec![resource()]),
+            "test_multiple_content_types" => CallToolResult::success(vec![
+                ContentBlock::text("Multiple content types test:"),
+                ContentBlock::image(PNG, "image/png"),
+                resource(),
+            ]),
+            "test_error_handling" => CallToolResult::error(vec![ContentBlock::text(
+                "This tool intentionally returns an error for testing",
+            )]),
+            _ => return None,
+        })
+    }
 }
