@@ -16,6 +16,7 @@ pub mod ops;
 pub mod outbound;
 pub mod pages;
 pub mod sandbox;
+pub mod web;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};

@@ -3,6 +3,7 @@
 //! the approval page, `/oauth2/token`, and the `--dev` login. The domain rules live in
 //! `keyway_core::agents`.
 
+use crate::web::{cookie, same_secret};
 use crate::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -296,17 +297,6 @@ async fn token(
 
 const APPROVAL_COOKIE: &str = "kw_approve";
 
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_string())
-}
-
 fn approval_csrf(binding: &str, id: &str) -> String {
     sha256_hex(&format!("keyway approval\0{binding}\0{id}"))
 }
@@ -387,8 +377,8 @@ async fn approval_page(
         })
         .collect();
     let (binding, fresh) = match cookie(&headers, APPROVAL_COOKIE) {
-        Some(b) if !b.is_empty() && b.len() <= 128 => (b, false),
-        _ => (random_token(32), true),
+        Some(b) => (b, false),
+        None => (random_token(32), true),
     };
     let mut resp = s.pages.render(
         StatusCode::OK,
@@ -441,14 +431,7 @@ async fn approval_decision(
     let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let binding = cookie(&headers, APPROVAL_COOKIE).unwrap_or_default();
     let csrf_ok = !binding.is_empty()
-        && get("csrf").is_some_and(|c| {
-            let want = approval_csrf(&binding, &id);
-            c.len() == want.len()
-                && c.bytes()
-                    .zip(want.bytes())
-                    .fold(0u8, |a, (x, y)| a | (x ^ y))
-                    == 0
-        });
+        && get("csrf").is_some_and(|c| same_secret(&c, &approval_csrf(&binding, &id)));
     if !csrf_ok {
         return message(
             &s,

@@ -301,13 +301,7 @@ fn client_ok(sb: &Sandbox, headers: &HeaderMap, form: &BTreeMap<String, String>)
         ),
     };
     let want = sb.cfg.client_secret.expose();
-    id == CLIENT_ID
-        && secret.len() == want.len()
-        && secret
-            .bytes()
-            .zip(want.bytes())
-            .fold(0u8, |a, (x, y)| a | (x ^ y))
-            == 0
+    id == CLIENT_ID && crate::web::same_secret(&secret, want)
 }
 
 async fn token(

@@ -41,21 +41,10 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/sessions/{id}/revoke", post(revoke_session))
 }
 
-fn cookie(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
-        .map(|(_, v)| v.to_string())
-}
-
 /// The signed-in console session, or a redirect to the sign-in page.
 #[allow(clippy::result_large_err)]
 fn signed_in(s: &AppState, headers: &HeaderMap) -> Result<(ConsoleSession, Principal), Response> {
-    match cookie(headers).and_then(|t| s.console.get(&t)) {
+    match crate::web::cookie(headers, COOKIE).and_then(|t| s.console.get(&t)) {
         Some(sess) => {
             let p = Principal::Admin {
                 key_id: sess.key_id.clone(),
@@ -68,14 +57,7 @@ fn signed_in(s: &AppState, headers: &HeaderMap) -> Result<(ConsoleSession, Princ
 
 #[allow(clippy::result_large_err)]
 fn check_csrf(sess: &ConsoleSession, form_csrf: Option<&str>) -> Result<(), Response> {
-    let ok = form_csrf.is_some_and(|c| {
-        c.len() == sess.csrf.len()
-            && c.bytes()
-                .zip(sess.csrf.bytes())
-                .fold(0u8, |a, (x, y)| a | (x ^ y))
-                == 0
-    });
-    if ok {
+    if form_csrf.is_some_and(|c| crate::web::same_secret(c, &sess.csrf)) {
         Ok(())
     } else {
         Err((StatusCode::FORBIDDEN, "The form expired; reload the page.").into_response())
@@ -183,7 +165,10 @@ async fn logout(
     headers: HeaderMap,
     Form(f): Form<CsrfForm>,
 ) -> Response {
-    if let (Some(t), Ok((sess, _))) = (cookie(&headers), signed_in(&s, &headers)) {
+    if let (Some(t), Ok((sess, _))) = (
+        crate::web::cookie(&headers, COOKIE),
+        signed_in(&s, &headers),
+    ) {
         if check_csrf(&sess, f.csrf.as_deref()).is_ok() {
             s.console.end(&t);
         }

@@ -11,6 +11,7 @@ pub(crate) mod render;
 
 pub use render::Pages;
 
+use crate::web::{cookie, same_secret};
 use crate::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -141,18 +142,6 @@ async fn stylesheet() -> impl IntoResponse {
         ],
         include_str!("../../assets/keyway.css"),
     )
-}
-
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_string())
-        .filter(|v| !v.is_empty() && v.len() <= 128)
 }
 
 /// The browser-binding secret: the existing cookie, or a new one to set.
@@ -393,7 +382,7 @@ async fn disconnect(
             .get(header::ORIGIN)
             .and_then(|v| v.to_str().ok())
             .is_none_or(|o| o == "null" || o == s.config.public_origin());
-        if !same_origin || !subtle_eq(&session_csrf(&token), &form.csrf) {
+        if !same_origin || !same_secret(&session_csrf(&token), &form.csrf) {
             return Err(CoreError::Forbidden {
                 code: "csrf",
                 detail: "csrf token mismatch".into(),
@@ -517,7 +506,7 @@ fn check_csrf(headers: &HeaderMap, form_csrf: &str) -> Result<String, CoreError>
         detail: "no binding cookie".into(),
     })?;
     let expected = csrf_for(&bind);
-    if subtle_eq(&expected, form_csrf) {
+    if same_secret(&expected, form_csrf) {
         Ok(bind)
     } else {
         Err(CoreError::Forbidden {
@@ -525,14 +514,6 @@ fn check_csrf(headers: &HeaderMap, form_csrf: &str) -> Result<String, CoreError>
             detail: "csrf token mismatch".into(),
         })
     }
-}
-
-fn subtle_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
 }
 
 async fn start_from_widget(
