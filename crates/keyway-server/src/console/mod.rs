@@ -41,6 +41,24 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/sessions/{id}/revoke", post(revoke_session))
 }
 
+/// A console request's signed-in session (console actions act as that admin key);
+/// requests without one are sent to the sign-in page.
+struct Signed {
+    sess: ConsoleSession,
+    principal: Principal,
+}
+
+impl axum::extract::FromRequestParts<AppState> for Signed {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        s: &AppState,
+    ) -> Result<Self, Response> {
+        signed_in(s, &parts.headers).map(|(sess, principal)| Signed { sess, principal })
+    }
+}
+
 /// The signed-in console session, or a redirect to the sign-in page.
 #[allow(clippy::result_large_err)]
 fn signed_in(s: &AppState, headers: &HeaderMap) -> Result<(ConsoleSession, Principal), Response> {
@@ -182,11 +200,7 @@ async fn logout(
 
 // --- dashboard -----------------------------------------------------------------------
 
-async fn dashboard(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    let (sess, p) = match signed_in(&s, &headers) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+async fn dashboard(State(s): State<AppState>, Signed { sess, principal: p }: Signed) -> Response {
     let result = async {
         let (rows, _) = s
             .broker
@@ -335,13 +349,9 @@ fn filter_of(q: &InventoryQuery) -> Result<InventoryFilter, CoreError> {
 
 async fn connections(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    Signed { sess, principal: p }: Signed,
     q: Result<Query<InventoryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let (sess, p) = match signed_in(&s, &headers) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
     let q = q.map(|Query(q)| q).unwrap_or_default();
     let result = async {
         let filter = filter_of(&q)?;
@@ -397,13 +407,9 @@ async fn connections(
 
 async fn connections_csv(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    Signed { sess, principal: p }: Signed,
     q: Result<Query<InventoryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let (sess, p) = match signed_in(&s, &headers) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
     let q = q.map(|Query(q)| q).unwrap_or_default();
     let result = async {
         let filter = filter_of(&q)?;
@@ -421,13 +427,9 @@ async fn connections_csv(
 
 async fn connection(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    Signed { sess, principal: p }: Signed,
     Path(id): Path<String>,
 ) -> Response {
-    let (sess, p) = match signed_in(&s, &headers) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
     let result = async {
         let c = s.broker.connection_for(&p, &id).await?;
         let integration = s.broker.store.get_integration(&c.integration).await?;
@@ -493,14 +495,10 @@ async fn connection(
 
 async fn revoke(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    Signed { sess, principal: p }: Signed,
     Path(id): Path<String>,
     Form(f): Form<CsrfForm>,
 ) -> Response {
-    let (sess, p) = match signed_in(&s, &headers) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
     if let Err(r) = check_csrf(&sess, f.csrf.as_deref()) {
         return r;
     }
@@ -515,11 +513,7 @@ async fn revoke(
 
 // --- integrations, applications ------------------------------------------------------
 
-async fn integrations(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    let (sess, _) = match signed_in(&s, &headers) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+async fn integrations(State(s): State<AppState>, Signed { sess, .. }: Signed) -> Response {
     let result = async {
         let list = s.broker.store.list_integrations().await?;
         let items: Vec<minijinja::Value> = list
@@ -564,14 +558,10 @@ struct ScopesForm {
 
 async fn change_scopes(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    Signed { sess, principal: p }: Signed,
     Path(slug): Path<String>,
     Form(f): Form<ScopesForm>,
 ) -> Response {
-    let (sess, p) = match signed_in(&s, &headers) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
     if let Err(r) = check_csrf(&sess, f.csrf.as_deref()) {
         return r;
     }
@@ -587,11 +577,7 @@ async fn change_scopes(
     }
 }
 
-async fn applications(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    let (sess, _) = match signed_in(&s, &headers) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+async fn applications(State(s): State<AppState>, Signed { sess, .. }: Signed) -> Response {
     let result = async {
         let apps = s.broker.store.list_applications().await?;
         let keys = s.broker.store.list_api_keys(None).await?;
@@ -627,14 +613,10 @@ async fn applications(State(s): State<AppState>, headers: HeaderMap) -> Response
 
 async fn revoke_key(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    Signed { sess, principal: p }: Signed,
     Path(id): Path<String>,
     Form(f): Form<CsrfForm>,
 ) -> Response {
-    let (sess, p) = match signed_in(&s, &headers) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
     if let Err(r) = check_csrf(&sess, f.csrf.as_deref()) {
         return r;
     }
@@ -695,26 +677,18 @@ async fn audit_view(
 
 async fn audit(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    Signed { sess, .. }: Signed,
     q: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let (sess, _) = match signed_in(&s, &headers) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
     let before = q.ok().and_then(|Query(q)| q.before);
     audit_view(&s, &sess, before, None).await
 }
 
 async fn verify(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    Signed { sess, .. }: Signed,
     Form(f): Form<CsrfForm>,
 ) -> Response {
-    let (sess, _) = match signed_in(&s, &headers) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
     if let Err(r) = check_csrf(&sess, f.csrf.as_deref()) {
         return r;
     }
@@ -724,11 +698,7 @@ async fn verify(
     }
 }
 
-async fn webhooks(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    let (sess, _) = match signed_in(&s, &headers) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+async fn webhooks(State(s): State<AppState>, Signed { sess, .. }: Signed) -> Response {
     let result = async {
         let hooks = s.broker.list_webhooks(None).await?;
         let mut items = Vec::new();
@@ -753,11 +723,10 @@ async fn webhooks(State(s): State<AppState>, headers: HeaderMap) -> Response {
     }
 }
 
-async fn agent_sessions(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    let (sess, p) = match signed_in(&s, &headers) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+async fn agent_sessions(
+    State(s): State<AppState>,
+    Signed { sess, principal: p }: Signed,
+) -> Response {
     let now = s.broker.now();
     match s.broker.agent_sessions(&p, None, None).await {
         Ok(list) => {
@@ -798,14 +767,10 @@ async fn agent_sessions(State(s): State<AppState>, headers: HeaderMap) -> Respon
 
 async fn revoke_session(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    Signed { sess, principal: p }: Signed,
     Path(id): Path<String>,
     Form(f): Form<CsrfForm>,
 ) -> Response {
-    let (sess, p) = match signed_in(&s, &headers) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
     if let Err(r) = check_csrf(&sess, f.csrf.as_deref()) {
         return r;
     }
