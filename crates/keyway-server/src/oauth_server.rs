@@ -345,13 +345,11 @@ async fn approval_page(
         .agent_integrations_of(&app, &user_id, a.organization_id.as_deref())
         .await
         .unwrap_or_default();
-    let items: Vec<minijinja::Value> = integrations
-        .iter()
-        .map(|slug| {
-            let name = futures_name(&s, slug);
-            context! { slug, name }
-        })
-        .collect();
+    let mut items: Vec<minijinja::Value> = Vec::new();
+    for slug in &integrations {
+        let name = integration_label(&s, slug).await;
+        items.push(context! { slug, name });
+    }
     let redirect_host = url::Url::parse(&a.redirect_uri)
         .ok()
         .and_then(|u| u.host_str().map(str::to_string))
@@ -409,13 +407,16 @@ async fn approval_page(
     resp
 }
 
-fn futures_name(s: &AppState, slug: &str) -> String {
-    // The provider's display name when the integration's slug names a catalog entry.
-    s.broker
-        .catalog
-        .get(slug)
-        .map(|e| format!("{} ({slug})", e.provider.name))
-        .unwrap_or_else(|| slug.to_string())
+/// How the approval page names an integration: its provider's name and its slug.
+async fn integration_label(s: &AppState, slug: &str) -> String {
+    let provider = match s.broker.store.get_integration(slug).await {
+        Ok(Some(i)) => i.provider,
+        _ => return slug.to_string(),
+    };
+    match s.broker.catalog.get(&provider) {
+        Some(e) => format!("{} ({slug})", e.provider.name),
+        None => slug.to_string(),
+    }
 }
 
 async fn approval_decision(

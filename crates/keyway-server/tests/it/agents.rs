@@ -187,6 +187,10 @@ async fn an_approved_session_yields_a_bounded_token_once() {
             && html.contains("acme")
             && html.contains("u1")
     );
+    assert!(
+        html.contains("Fake Standard (acme)"),
+        "integrations are named by their provider"
+    );
     let bare = url.split('?').next().expect("path");
     assert_eq!(b.get(bare).send().await.expect("x").status(), 404);
 
