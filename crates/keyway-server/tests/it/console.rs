@@ -1,17 +1,10 @@
 //! The admin console (issue 6, item 2): sign-in, CSRF, inventory filters and CSV, revoke,
 //! scope changes with a reason, audit verification, charts.
 
-use crate::setup;
+use crate::{setup, unescape};
 use keyway_testkit::{browser, location, Flavor, TestKeyway};
 use reqwest::Method;
 use serde_json::json;
-
-fn unescape(html: &str) -> String {
-    html.replace("&#x2f;", "/")
-        .replace("&quot;", "\"")
-        .replace("&#x27;", "'")
-        .replace("&amp;", "&")
-}
 
 /// Signs in with the admin key; returns the browser (with the session cookie) and the
 /// session's CSRF token.

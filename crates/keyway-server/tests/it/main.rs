@@ -25,6 +25,14 @@ mod widget;
 
 use keyway_testkit::{App, FakeProvider, Flavor, TestKeyway, TestOptions};
 
+/// Decodes the HTML entities minijinja writes into attribute values.
+pub fn unescape(html: &str) -> String {
+    html.replace("&#x2f;", "/")
+        .replace("&quot;", "\"")
+        .replace("&#x27;", "'")
+        .replace("&amp;", "&")
+}
+
 /// A Keyway with one fake provider registered as `fake` and an integration `acme`.
 pub async fn setup(flavor: Flavor) -> (TestKeyway, FakeProvider, App) {
     setup_with(flavor, &[]).await

@@ -1,17 +1,10 @@
 //! The embeddable widget (issue 6): keyway.js, framing by allowed origins only, result
 //! messages, the confirmation page used from an iframe, and disconnecting from the widget.
 
-use crate::setup;
+use crate::{setup, unescape};
 use keyway_testkit::{browser, csrf_of, location, Flavor, TestKeyway};
 use reqwest::Method;
 use serde_json::{json, Value};
-
-fn unescape(html: &str) -> String {
-    html.replace("&#x2f;", "/")
-        .replace("&quot;", "\"")
-        .replace("&#x27;", "'")
-        .replace("&amp;", "&")
-}
 
 async fn app_with_origin(kw: &TestKeyway) -> keyway_testkit::App {
     let r = kw
