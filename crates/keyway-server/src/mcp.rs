@@ -195,12 +195,20 @@ fn resource_path(path: &str) -> Option<String> {
     }
 }
 
-fn challenge(state: &AppState, status: StatusCode, resource: &str, extra: &str) -> Response {
+/// A 401 (`scope` is `mcp`) or a 403 `insufficient_scope` naming the scope to ask for
+/// (RFC 6750 §3), both pointing at the resource's metadata (RFC 9728 §5.1).
+fn challenge(state: &AppState, status: StatusCode, resource: &str, scope: &str) -> Response {
     let meta = format!(
         "{}/.well-known/oauth-protected-resource/{resource}",
         state.config.public_url
     );
-    let value = format!("Bearer resource_metadata=\"{meta}\", scope=\"mcp\"{extra}");
+    let value = if status == StatusCode::FORBIDDEN {
+        format!(
+            "Bearer error=\"insufficient_scope\", scope=\"{scope}\", resource_metadata=\"{meta}\""
+        )
+    } else {
+        format!("Bearer resource_metadata=\"{meta}\", scope=\"{scope}\"")
+    };
     let mut r = (
         status,
         [(header::CONTENT_TYPE, "application/json")],
@@ -245,7 +253,7 @@ pub async fn authenticate(State(s): State<AppState>, req: Request, next: Next) -
         None => None,
     };
     let Some(session) = session else {
-        return challenge(&s, StatusCode::UNAUTHORIZED, &rpath, "");
+        return challenge(&s, StatusCode::UNAUTHORIZED, &rpath, "mcp");
     };
     let (mut parts, body) = req.into_parts();
     let bytes = match axum::body::to_bytes(body, MAX_MCP_BODY).await {
@@ -294,21 +302,7 @@ pub async fn authenticate(State(s): State<AppState>, req: Request, next: Next) -
                     if let Err(e) = s.broker.store.insert_agent_call(&refused).await {
                         tracing::warn!(error = %e, "agent session timeline write failed");
                     }
-                    let mut r = challenge(
-                        &s,
-                        StatusCode::FORBIDDEN,
-                        &rpath,
-                        &format!(", error=\"insufficient_scope\", error_description=\"this session needs {scope}\""),
-                    );
-                    // The scope parameter names what to ask for (RFC 6750 §3).
-                    let meta = format!(
-                        "Bearer error=\"insufficient_scope\", scope=\"{scope}\", resource_metadata=\"{}/.well-known/oauth-protected-resource/{rpath}\"",
-                        s.config.public_url
-                    );
-                    if let Ok(v) = HeaderValue::from_str(&meta) {
-                        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-                    }
-                    return r;
+                    return challenge(&s, StatusCode::FORBIDDEN, &rpath, &scope);
                 }
             }
         }
