@@ -609,9 +609,12 @@ async fn mcp(
 }
 
 async fn rpc_body(r: reqwest::Response) -> Value {
-    let text = r.text().await.expect("body");
-    // JSON, or one SSE event carrying it.
-    serde_json::from_str(&text).unwrap_or_else(|_| {
+    rpc_parse(&r.text().await.expect("body"))
+}
+
+/// The JSON-RPC answer in a body: JSON, or the last SSE event (after any notifications).
+fn rpc_parse(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| {
         let data = text
             .lines()
             .filter_map(|l| l.strip_prefix("data:"))
@@ -736,10 +739,29 @@ async fn mcp_serves_the_approved_tools_and_checks_every_call() {
         .collect();
     assert_eq!(names, ["acme__call_api"], "{list}");
 
-    let call = rpc_body(mcp(&kw, Some(&token), sid.as_deref(), json!({
-        "jsonrpc": "2.0", "id": 3, "method": "tools/call",
-        "params": {"name": "acme__call_api", "arguments": {"method": "GET", "path": "api/hello"}}
-    })).await).await;
+    // The session's standalone SSE stream (GET), where rmcp sends log notifications.
+    let mut events = reqwest::Client::new()
+        .get(format!("{}/mcp", kw.url))
+        .header("accept", "text/event-stream")
+        .header("mcp-protocol-version", "2025-06-18")
+        .header("mcp-session-id", sid.clone().unwrap_or_default())
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("GET /mcp");
+    assert_eq!(events.status(), 200);
+    let call_hello = |id: u64| {
+        mcp(
+            &kw,
+            Some(&token),
+            sid.as_deref(),
+            json!({
+                "jsonrpc": "2.0", "id": id, "method": "tools/call",
+                "params": {"name": "acme__call_api", "arguments": {"method": "GET", "path": "api/hello"}}
+            }),
+        )
+    };
+    let call = rpc_body(call_hello(3).await).await;
     let text = call["result"]["content"][0]["text"]
         .as_str()
         .unwrap_or_default();
@@ -747,6 +769,69 @@ async fn mcp_serves_the_approved_tools_and_checks_every_call() {
     assert_eq!(out["status"], 200, "{call}");
     assert_eq!(out["body"]["path"], "/api/hello");
     assert_eq!(call["result"]["isError"], false);
+
+    // MCP logging: nothing before the client sets a level (call 3 above); then each call
+    // is narrated as log notifications naming the tool, never a token; nothing below the
+    // level (call 33).
+    let set_level = |id: u64, level: &'static str| {
+        mcp(
+            &kw,
+            Some(&token),
+            sid.as_deref(),
+            json!({
+                "jsonrpc": "2.0", "id": id, "method": "logging/setLevel", "params": {"level": level}
+            }),
+        )
+    };
+    let set = rpc_body(set_level(30, "info").await).await;
+    assert_eq!(set["result"], json!({}), "{set}");
+    assert_eq!(
+        rpc_body(call_hello(31).await).await["result"]["isError"],
+        false
+    );
+    rpc_body(set_level(32, "error").await).await;
+    rpc_body(call_hello(33).await).await;
+    rpc_body(set_level(34, "info").await).await;
+    rpc_body(call_hello(35).await).await;
+    let mut stream = String::new();
+    while stream.matches("acme__call_api succeeded").count() < 2 {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(30), events.chunk())
+            .await
+            .expect("log notifications arrive")
+            .expect("stream")
+            .expect("stream open");
+        stream.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert_eq!(
+        stream.matches("notifications/message").count(),
+        4,
+        "{stream}"
+    );
+    assert_eq!(
+        stream.matches("Calling acme__call_api").count(),
+        2,
+        "{stream}"
+    );
+    assert!(!stream.contains(&token), "{stream}");
+    drop(events);
+
+    // Keyway offers tools only: prompts and resources are "method not found" outside the
+    // test-only conformance mode.
+    for (id, method) in [(36, "prompts/list"), (37, "resources/list")] {
+        let r = rpc_body(
+            mcp(
+                &kw,
+                Some(&token),
+                sid.as_deref(),
+                json!({
+                    "jsonrpc": "2.0", "id": id, "method": method
+                }),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(r["error"]["code"], -32601, "{method}: {r}");
+    }
 
     // Outside the approval: 403 naming the scope to ask for.
     let r = mcp(&kw, Some(&token), sid.as_deref(), json!({
@@ -810,7 +895,13 @@ async fn mcp_serves_the_approved_tools_and_checks_every_call() {
         .iter()
         .filter_map(|c| c["outcome"].as_str())
         .collect();
-    assert_eq!(outcomes, ["ok", "refused", "refused"], "{}", detail.body);
+    // Calls 3, 31, 33 and 35 succeeded, then two were refused.
+    assert_eq!(
+        outcomes,
+        ["ok", "ok", "ok", "ok", "refused", "refused"],
+        "{}",
+        detail.body
+    );
     assert_eq!(timeline[0]["tool"], "call_api");
     assert_eq!(timeline[0]["method"], "GET");
     assert_eq!(timeline[0]["path"], "api/hello");

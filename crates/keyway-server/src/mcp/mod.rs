@@ -4,6 +4,12 @@
 //! approved integrations' catalog tools, named `{integration}__{tool}`, and every call
 //! goes through `Broker::call_tool` with the session's access level.
 
+// MCP logging is deprecated by SEP-2577 for 2026-07-28 but part of 2025-06-18 and
+// 2025-11-25, which Keyway serves; rmcp marks its types deprecated.
+#![allow(deprecated)]
+
+mod conformance;
+
 use crate::AppState;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -15,24 +21,80 @@ use keyway_core::model::AgentSession;
 use keyway_core::tokens::TokenRequest;
 use keyway_core::tools::ToolCall;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestParams, CompleteResult,
+    ContentBlock, GetPromptRequestParams, GetPromptResponse, Implementation, ListPromptsResult,
+    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, LoggingLevel,
+    LoggingMessageNotificationParam, PaginatedRequestParams, ReadResourceRequestParams,
+    ReadResourceResponse, ServerCapabilities, ServerConfig, SetLevelRequestParams,
+    SubscribeRequestParams, Tool, UnsubscribeRequestParams,
 };
-use rmcp::service::{RequestContext, RoleServer};
+use rmcp::service::{Peer, RequestContext, RoleServer};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ErrorData as McpError, ServerHandler};
 use serde_json::Value;
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 /// Largest JSON-RPC body accepted on `/mcp`.
 const MAX_MCP_BODY: usize = 1024 * 1024;
 /// Separates the integration from the tool in MCP tool names.
 const SEP: &str = "__";
 
+/// One MCP session's handler (rmcp builds one per session).
 #[derive(Clone)]
 pub struct KeywayMcp {
     state: AppState,
+    log: SessionLog,
+    /// `resources/subscribe` URIs (conformance mode only: Keyway has no resources).
+    subscriptions: Arc<Mutex<HashSet<String>>>,
+}
+
+/// MCP log notifications for one session, at or above the level the client set with
+/// `logging/setLevel`; nothing is sent before a client asks for a level. Messages name
+/// tools and statuses, never a token or a request body (S1).
+#[derive(Clone, Default)]
+pub struct SessionLog {
+    level: Arc<Mutex<Option<LoggingLevel>>>,
+}
+
+/// RFC 5424 severity order, as MCP's logging utility uses it.
+fn severity(level: LoggingLevel) -> u8 {
+    match level {
+        LoggingLevel::Debug => 0,
+        LoggingLevel::Info => 1,
+        LoggingLevel::Notice => 2,
+        LoggingLevel::Warning => 3,
+        LoggingLevel::Error => 4,
+        LoggingLevel::Critical => 5,
+        LoggingLevel::Alert => 6,
+        LoggingLevel::Emergency => 7,
+    }
+}
+
+impl SessionLog {
+    fn set(&self, level: LoggingLevel) {
+        if let Ok(mut l) = self.level.lock() {
+            *l = Some(level);
+        }
+    }
+
+    fn wants(&self, level: LoggingLevel) -> bool {
+        self.level
+            .lock()
+            .ok()
+            .and_then(|l| *l)
+            .is_some_and(|min| severity(level) >= severity(min))
+    }
+
+    pub async fn send(&self, peer: &Peer<RoleServer>, level: LoggingLevel, data: Value) {
+        if self.wants(level) {
+            let mut param = LoggingMessageNotificationParam::new(level, data);
+            param.logger = Some("keyway".into());
+            // A client that went away misses a log line; the call itself goes on.
+            let _ = peer.notify_logging_message(param).await;
+        }
+    }
 }
 
 fn session_of(ctx: &RequestContext<RoleServer>) -> Result<AgentSession, McpError> {
@@ -54,7 +116,15 @@ fn text_result(v: &Value, is_error: bool) -> CallToolResult {
 
 impl ServerHandler for KeywayMcp {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        let capabilities = if self.state.config.mcp_conformance {
+            conformance::capabilities()
+        } else {
+            ServerCapabilities::builder()
+                .enable_logging()
+                .enable_tools()
+                .build()
+        };
+        ServerConfig::new(capabilities)
             .with_server_info(Implementation::new("keyway", env!("CARGO_PKG_VERSION")))
             .with_instructions(
                 "Tools act with the user's connected accounts, only those a person approved for this session, at the approved level (read or write), until the session ends. Tool names are <integration>__<tool>; call_api reaches any endpoint of an integration's API.",
@@ -103,8 +173,9 @@ impl ServerHandler for KeywayMcp {
         let session = session_of(&ctx)?;
         let name = request.name.to_string();
         if self.state.config.mcp_conformance {
-            if let Some(result) = conformance::call(&name) {
-                return Ok(result.into());
+            let args = request.arguments.clone().unwrap_or_default();
+            if let Some(result) = conformance::call(&name, &args, &ctx, &self.log).await {
+                return result.map(Into::into);
             }
         }
         let Some((integration, tool)) = name.split_once(SEP) else {
@@ -137,6 +208,13 @@ impl ServerHandler for KeywayMcp {
             granted: session.access,
             agent_session: Some(session.id.clone()),
         };
+        self.log
+            .send(
+                &ctx.peer,
+                LoggingLevel::Info,
+                Value::String(format!("Calling {name} for session {}", session.id)),
+            )
+            .await;
         let result = match self.state.broker.call_tool(call).await {
             Ok(out) => text_result(
                 &serde_json::json!({"status": out.status, "body": out.body, "truncated": out.truncated}),
@@ -150,7 +228,116 @@ impl ServerHandler for KeywayMcp {
                 )
             }
         };
+        let (level, outcome) = if result.is_error == Some(true) {
+            (LoggingLevel::Warning, "failed")
+        } else {
+            (LoggingLevel::Info, "succeeded")
+        };
+        self.log
+            .send(&ctx.peer, level, Value::String(format!("{name} {outcome}")))
+            .await;
         Ok(result.into())
+    }
+
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.log.set(request.level);
+        Ok(())
+    }
+
+    // Keyway offers tools only: prompts, resources and completions exist in the test-only
+    // conformance mode, for the suite's fixtures; otherwise they are "method not found".
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, McpError> {
+        self.fixtures_only::<rmcp::model::ListPromptsRequestMethod>()?;
+        conformance::prompts()
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, McpError> {
+        self.fixtures_only::<rmcp::model::GetPromptRequestMethod>()?;
+        conformance::get_prompt(request).map(Into::into)
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        self.fixtures_only::<rmcp::model::ListResourcesRequestMethod>()?;
+        conformance::resources()
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, McpError> {
+        self.fixtures_only::<rmcp::model::ListResourceTemplatesRequestMethod>()?;
+        conformance::resource_templates()
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        self.fixtures_only::<rmcp::model::ReadResourceRequestMethod>()?;
+        conformance::read_resource(&request.uri).map(Into::into)
+    }
+
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.fixtures_only::<rmcp::model::SubscribeRequestMethod>()?;
+        if let Ok(mut subs) = self.subscriptions.lock() {
+            subs.insert(request.uri);
+        }
+        Ok(())
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.fixtures_only::<rmcp::model::UnsubscribeRequestMethod>()?;
+        if let Ok(mut subs) = self.subscriptions.lock() {
+            subs.remove(&request.uri);
+        }
+        Ok(())
+    }
+
+    async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, McpError> {
+        self.fixtures_only::<rmcp::model::CompleteRequestMethod>()?;
+        conformance::complete(request)
+    }
+}
+
+impl KeywayMcp {
+    /// `Err(method not found)` unless the test-only conformance mode is on.
+    fn fixtures_only<M: rmcp::model::ConstString>(&self) -> Result<(), McpError> {
+        if self.state.config.mcp_conformance {
+            Ok(())
+        } else {
+            Err(McpError::method_not_found::<M>())
+        }
     }
 }
 
@@ -176,6 +363,8 @@ pub fn service(state: AppState) -> StreamableHttpService<KeywayMcp, LocalSession
         move || {
             Ok(KeywayMcp {
                 state: state.clone(),
+                log: SessionLog::default(),
+                subscriptions: Arc::default(),
             })
         },
         LocalSessionManager::default().into(),
@@ -343,74 +532,4 @@ async fn conformance_session(s: &AppState, resource: &str) -> Option<AgentSessio
         code_redirect_uri: String::new(),
         code_expires_at: now,
     })
-}
-
-/// The fixture tools the MCP conformance suite calls, served only with
-/// `serve --dev --mcp-conformance`. They exercise content types; Keyway's own tools answer
-/// text.
-mod conformance {
-    use rmcp::model::{CallToolResult, ContentBlock, Tool};
-    use std::sync::Arc;
-
-    /// A 1x1 red PNG.
-    const PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==";
-    /// A WAV header with no samples.
-    const WAV: &str = "UklGRiQAAABXQVZFZm10IBAAAAABAAEAQB8AAIA+AAACABAAZGF0YQAAAAA=";
-
-    const FIXTURES: &[(&str, &str)] = &[
-        ("test_simple_text", "Returns a text block."),
-        ("test_image_content", "Returns a PNG image block."),
-        ("test_audio_content", "Returns a WAV audio block."),
-        (
-            "test_embedded_resource",
-            "Returns an embedded text resource.",
-        ),
-        (
-            "test_multiple_content_types",
-            "Returns text, image and resource blocks.",
-        ),
-        ("test_error_handling", "Always fails, as a tool error."),
-    ];
-
-    pub fn tools() -> Vec<Tool> {
-        FIXTURES
-            .iter()
-            .map(|(name, description)| {
-                let mut schema = serde_json::Map::new();
-                schema.insert("type".into(), "object".into());
-                schema.insert("properties".into(), serde_json::json!({}));
-                Tool::new(*name, *description, Arc::new(schema))
-            })
-            .collect()
-    }
-
-    pub fn call(name: &str) -> Option<CallToolResult> {
-        let resource = || {
-            ContentBlock::embedded_text(
-                "test://embedded-resource",
-                r#"{"test":"data","value":123}"#,
-            )
-        };
-        Some(match name {
-            "test_simple_text" => CallToolResult::success(vec![ContentBlock::text(
-                "This is a simple text response for testing.",
-            )]),
-            "test_image_content" => {
-                CallToolResult::success(vec![ContentBlock::image(PNG, "image/png")])
-            }
-            "test_audio_content" => {
-                CallToolResult::success(vec![ContentBlock::audio(WAV, "audio/wav")])
-            }
-            "test_embedded_resource" => CallToolResult::success(vec![resource()]),
-            "test_multiple_content_types" => CallToolResult::success(vec![
-                ContentBlock::text("Multiple content types test:"),
-                ContentBlock::image(PNG, "image/png"),
-                resource(),
-            ]),
-            "test_error_handling" => CallToolResult::error(vec![ContentBlock::text(
-                "This tool intentionally returns an error for testing",
-            )]),
-            _ => return None,
-        })
-    }
 }
