@@ -19,7 +19,8 @@ import {
   exchangeAuthorization,
   refreshAuthorization,
 } from '@modelcontextprotocol/sdk/client/auth.js';
-import { freePort, Processes, Browser, unescapeHtml } from '../lib/harness.mjs';
+import { freePort, Processes, Browser } from '../lib/harness.mjs';
+import { connectSandbox, approve } from './person.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const bin = resolve(process.env.KEYWAY_BIN || join(here, '../../target/debug/keyway'));
@@ -39,23 +40,9 @@ after(() => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-/** The person: connects the sandbox for `demo` through the printed link. */
-async function connectSandbox(b) {
-  const connectUrl = procs.logs.match(/(http:\/\/127\.0\.0\.1:\d+\/connect\/kwcs_\S+)/)[1];
-  let r = await b.fetch(connectUrl);
-  const csrf = (await r.text()).match(/name="csrf" value="([^"]+)"/)[1];
-  r = await b.form(connectUrl, { csrf, integration: 'sandbox' });
-  r = await b.fetch(r.headers.get('location'));
-  const consent = await r.text();
-  const fields = Object.fromEntries([...consent.matchAll(/<input type="hidden" name="([^"]+)" value="([^"]*)"/g)].map((m) => [m[1], unescapeHtml(m[2])]));
-  r = await b.form(`${url}/sandbox/oauth/authorize`, { ...fields, account: 'Ada', decision: 'approve' });
-  r = await b.fetch(r.headers.get('location'));
-  assert.match(await r.text(), /Connected/);
-}
-
 test('the official SDK authorizes against Keyway and uses the approved tools over /mcp', async () => {
   const b = new Browser();
-  await connectSandbox(b);
+  await connectSandbox(b, url, procs.logs);
   const mcpUrl = new URL(`${url}/mcp`);
 
   // Unauthenticated: 401 pointing at the protected-resource metadata (RFC 9728).
@@ -76,20 +63,7 @@ test('the official SDK authorizes against Keyway and uses the approved tools ove
   const { authorizationUrl, codeVerifier } = await startAuthorization(asUrl, { metadata, clientInformation, redirectUrl, state: 'sdk-state', resource: new URL(prm.resource) });
 
   // The person: Keyway → dev login → approval page → back to the client with a code.
-  let r = await b.fetch(authorizationUrl.toString());
-  assert.equal(r.status, 303);
-  const login = new URL(r.headers.get('location'));
-  assert.equal(login.pathname, '/dev/login');
-  r = await b.form(`${url}/dev/login`, { keyway_request: login.searchParams.get('keyway_request'), user_id: 'demo' });
-  assert.equal(r.status, 303);
-  const approval = r.headers.get('location');
-  r = await b.fetch(approval);
-  const page = await r.text();
-  assert.match(page, /SDK test agent/);
-  const csrf = page.match(/name="csrf" value="([^"]+)"/)[1];
-  r = await b.fetch(approval, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams([['csrf', unescapeHtml(csrf)], ['integrations', 'sandbox'], ['access', 'read'], ['duration', '3600'], ['decision', 'approve']]).toString() });
-  assert.equal(r.status, 303);
-  const back = new URL(r.headers.get('location'));
+  const back = await approve(b, url, authorizationUrl.toString(), 'SDK test agent');
   assert.equal(back.searchParams.get('state'), 'sdk-state');
   assert.equal(back.searchParams.get('iss'), url);
 

@@ -107,6 +107,8 @@ pub fn tools() -> Vec<Tool> {
         .collect()
 }
 
+/// Results are written in their wire form (`resultType` is required from 2026-07-28 on
+/// and ignored before).
 fn from_json<T: DeserializeOwned>(v: Value) -> Result<T, McpError> {
     serde_json::from_value(v).map_err(|e| McpError::internal_error(e.to_string(), None))
 }
@@ -315,7 +317,7 @@ async fn elicit(
 }
 
 pub fn prompts() -> Result<ListPromptsResult, McpError> {
-    from_json(json!({"prompts": [
+    from_json(json!({"resultType": "complete", "prompts": [
         {"name": "test_simple_prompt", "description": "A prompt with no arguments."},
         {"name": "test_prompt_with_arguments", "description": "A prompt that uses its two arguments.",
          "arguments": [
@@ -360,11 +362,11 @@ pub fn get_prompt(request: GetPromptRequestParams) -> Result<GetPromptResult, Mc
             ))
         }
     };
-    from_json(json!({ "messages": messages }))
+    from_json(json!({"resultType": "complete", "messages": messages}))
 }
 
 pub fn resources() -> Result<ListResourcesResult, McpError> {
-    from_json(json!({"resources": [
+    from_json(json!({"resultType": "complete", "resources": [
         {"uri": "test://static-text", "name": "static-text", "description": "A static text resource.", "mimeType": "text/plain"},
         {"uri": "test://static-binary", "name": "static-binary", "description": "A static PNG image.", "mimeType": "image/png"},
         {"uri": "test://watched-resource", "name": "watched-resource", "description": "A resource that can be subscribed to.", "mimeType": "text/plain"},
@@ -372,7 +374,7 @@ pub fn resources() -> Result<ListResourcesResult, McpError> {
 }
 
 pub fn resource_templates() -> Result<ListResourceTemplatesResult, McpError> {
-    from_json(json!({"resourceTemplates": [
+    from_json(json!({"resultType": "complete", "resourceTemplates": [
         {"uriTemplate": "test://template/{id}/data", "name": "template-data",
          "description": "Data for the item `id`.", "mimeType": "application/json"},
     ]}))
@@ -400,7 +402,7 @@ pub fn read_resource(uri: &str) -> Result<ReadResourceResult, McpError> {
             }
         },
     };
-    from_json(json!({ "contents": [contents] }))
+    from_json(json!({"resultType": "complete", "contents": [contents]}))
 }
 
 /// Completion values for the prompt arguments, filtered by what was typed.
@@ -412,5 +414,7 @@ pub fn complete(request: CompleteRequestParams) -> Result<CompleteResult, McpErr
         .copied()
         .filter(|c| c.starts_with(&typed))
         .collect();
-    from_json(json!({"completion": {"values": values, "total": values.len(), "hasMore": false}}))
+    from_json(
+        json!({"resultType": "complete", "completion": {"values": values, "total": values.len(), "hasMore": false}}),
+    )
 }
