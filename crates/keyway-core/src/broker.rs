@@ -79,7 +79,9 @@ pub struct Broker {
     pub settings: BrokerSettings,
     /// Identifies this process as a refresh-lease holder.
     pub holder_id: String,
-    pub(crate) cache: TokenCache,
+    pub(crate) cache: Arc<TokenCache>,
+    /// Connection changes made by other processes (see [`Changes`]).
+    pub(crate) changes: Changes,
     pub(crate) flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     pub(crate) stats: crate::tokens::RefreshStats,
     /// Authenticated API keys by hash.
@@ -108,9 +110,15 @@ impl Broker {
     ) -> Self {
         // Group commit needs a runtime to run on; without one (plain unit tests) each
         // event is written on its own.
-        let audit_queue = tokio::runtime::Handle::try_current()
-            .ok()
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        let audit_queue = runtime
+            .as_ref()
             .map(|_| crate::audit::AuditQueue::spawn(store.clone()));
+        let cache = Arc::new(TokenCache::default());
+        let changes = match (&runtime, store.connection_changes()) {
+            (Some(_), Some(feed)) => Changes::follow(feed, cache.clone()),
+            _ => Changes::default(),
+        };
         Self {
             store,
             vault,
@@ -119,7 +127,8 @@ impl Broker {
             clock,
             settings,
             holder_id: crate::ids::new_id("proc"),
-            cache: TokenCache::default(),
+            cache,
+            changes,
             flights: Mutex::new(HashMap::new()),
             stats: Default::default(),
             auth_cache: crate::cache::TtlCache::new(Duration::from_secs(10), 10_000),
@@ -144,6 +153,25 @@ impl Broker {
             None => self.store.append_audit(&[e]).await?,
         }
         Ok(())
+    }
+
+    /// Takes this process's turn at a periodic job for `ttl` (the job's period, a little
+    /// less): false when another process sharing the database has it. A database error
+    /// counts as "not our turn"; the next tick tries again.
+    pub async fn take_job_turn(&self, job: &str, ttl: Duration) -> bool {
+        let now = self.clock.now();
+        let until = now + time::Duration::try_from(ttl).unwrap_or(time::Duration::MINUTE);
+        match self
+            .store
+            .try_job_lease(job, &self.holder_id, now, until)
+            .await
+        {
+            Ok(ours) => ours,
+            Err(e) => {
+                tracing::warn!(job, error = %e, "cannot take the job lease");
+                false
+            }
+        }
     }
 
     /// An integration, from a short-lived cache (invalidated by changes made here).
@@ -178,5 +206,56 @@ impl Broker {
             integration,
             client_secret,
         })
+    }
+}
+
+/// Follows the store's feed of connection changes made by any process on the database:
+/// drops the affected cached tokens and wakes refresh waiters, so a replica never hands
+/// out a token another replica replaced or revoked, and waiters see a refresh at once.
+#[derive(Default)]
+pub(crate) struct Changes {
+    pub(crate) notify: Arc<tokio::sync::Notify>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Changes {
+    fn follow(
+        mut feed: tokio::sync::broadcast::Receiver<crate::store::ConnectionChange>,
+        cache: Arc<TokenCache>,
+    ) -> Self {
+        use crate::store::ConnectionChange;
+        use tokio::sync::broadcast::error::RecvError;
+        let notify = Arc::new(tokio::sync::Notify::new());
+        let wake = notify.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                match feed.recv().await {
+                    Ok(ConnectionChange::Changed(id)) => cache.forget_connection(&id),
+                    Ok(ConnectionChange::Added { application_id }) => {
+                        cache.forget_application(&application_id)
+                    }
+                    // Missed changes: nothing cached can be trusted.
+                    Ok(ConnectionChange::Resync) | Err(RecvError::Lagged(_)) => cache.clear(),
+                    Err(RecvError::Closed) => break,
+                }
+                wake.notify_waiters();
+            }
+        });
+        Self {
+            notify,
+            task: Some(task),
+        }
+    }
+
+    pub(crate) fn has_feed(&self) -> bool {
+        self.task.is_some()
+    }
+}
+
+impl Drop for Changes {
+    fn drop(&mut self) {
+        if let Some(t) = &self.task {
+            t.abort();
+        }
     }
 }

@@ -1,5 +1,5 @@
-//! The storage contract. One trait, implemented for SQLite in `keyway-store` (and for
-//! PostgreSQL later), tested by the same suite against each.
+//! The storage contract. One trait, implemented for SQLite and PostgreSQL in
+//! `keyway-store`, tested by the same suite against each.
 //!
 //! Every method is one atomic step: where a rule needs "read then write" the method does
 //! it in one statement or one transaction, so nothing is half-written (S10). Methods that
@@ -29,10 +29,29 @@ pub struct RefreshedTokens {
     pub refreshed_at: OffsetDateTime,
 }
 
+/// What other processes sharing the database changed, as far as this one's caches care.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionChange {
+    /// A connection's tokens, status or refresh lease changed (refreshed, revoked, lost
+    /// its grant, lease released).
+    Changed(String),
+    /// A connection was created in this application.
+    Added { application_id: String },
+    /// Changes may have been missed (the feed reconnected): forget everything cached.
+    Resync,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// A cheap round trip, for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Changes made by any process sharing this database, pushed as they commit; `None`
+    /// when the store has no such feed (then caches rely on their time bounds and refresh
+    /// waiters on a bounded backoff).
+    fn connection_changes(&self) -> Option<tokio::sync::broadcast::Receiver<ConnectionChange>> {
+        None
+    }
 
     // Applications and API keys.
     async fn insert_application(
@@ -352,6 +371,18 @@ pub trait Store: Send + Sync + 'static {
         next_attempt_at: OffsetDateTime,
         at: OffsetDateTime,
     ) -> Result<(), StoreError>;
+
+    // Periodic jobs.
+    /// Takes (or renews) the lease of a periodic job (`keep-alive`, `revocation-retries`)
+    /// until `until`, unless another holder's lease is still running: with several
+    /// processes on one database, one of them does each pass.
+    async fn try_job_lease(
+        &self,
+        job: &str,
+        holder: &str,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
 
     // Vault rotation.
     async fn list_sealed_values(&self) -> Result<Vec<SealedValue>, StoreError>;

@@ -105,6 +105,17 @@ impl TokenCache {
             t.last_used_written = at;
         }
     }
+    /// Drops every entry of an application (another process added a connection there,
+    /// which may make an unnamed call ambiguous or a shared connection shadowed).
+    pub(crate) fn forget_application(&self, application_id: &str) {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|k, _| k.application_id != application_id);
+    }
+    pub(crate) fn clear(&self) {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
     pub(crate) fn forget_connection(&self, id: &str) {
         self.inner
             .lock()
@@ -554,7 +565,17 @@ impl Broker {
         }
         let deadline = self.clock.now() + self.settings.lease_ttl * 2;
         let mut wait = std::time::Duration::from_millis(20);
+        // With a change feed, the lease holder's write wakes us; the backoff is a fallback.
+        let max_wait = if self.changes.has_feed() {
+            std::time::Duration::from_secs(1)
+        } else {
+            std::time::Duration::from_millis(250)
+        };
         loop {
+            // Armed before the read, so a write committed after it still wakes us.
+            let changed = self.changes.notify.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
             let conn =
                 self.store
                     .get_connection(id)
@@ -601,8 +622,11 @@ impl Broker {
                             retry_after_secs: 1,
                         });
                     }
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(std::time::Duration::from_millis(250));
+                    tokio::select! {
+                        _ = &mut changed => {}
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                    wait = (wait * 2).min(max_wait);
                 }
             }
         }

@@ -181,6 +181,13 @@ pub fn spawn_housekeeping(broker: Arc<Broker>) -> tokio::task::JoinHandle<()> {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
         loop {
             tick.tick().await;
+            // With several replicas on one database, one of them runs each pass.
+            if !keepalive
+                .take_job_turn("keep-alive", std::time::Duration::from_secs(25))
+                .await
+            {
+                continue;
+            }
             if let Err(e) = keepalive.keep_alive().await {
                 tracing::warn!(error = %e, "keep-alive run failed");
             }
@@ -191,6 +198,12 @@ pub fn spawn_housekeeping(broker: Arc<Broker>) -> tokio::task::JoinHandle<()> {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
         loop {
             tick.tick().await;
+            if !retries
+                .take_job_turn("revocation-retries", std::time::Duration::from_secs(55))
+                .await
+            {
+                continue;
+            }
             match retries.retry_revocations().await {
                 Ok(n) if n > 0 => tracing::info!(tried = n, "retried provider revocations"),
                 Ok(_) => {}

@@ -1,8 +1,11 @@
-//! Row ⇄ record mapping.
+//! Row ⇄ record mapping, shared by both databases: [`Get`] reads a column the same way
+//! from a SQLite or a PostgreSQL row (times are Unix milliseconds in both, lists and maps
+//! JSON text; flags are integers in SQLite and booleans in PostgreSQL).
 
 use keyway_core::clock::{from_millis, to_millis};
 use keyway_core::model::*;
 use keyway_core::StoreError;
+use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 use std::collections::BTreeMap;
@@ -13,11 +16,20 @@ pub(crate) fn db_err(e: sqlx::Error) -> StoreError {
         sqlx::Error::Database(d) if d.is_unique_violation() => {
             StoreError::Conflict(d.message().to_string())
         }
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-            StoreError::Unavailable(e.to_string())
-        }
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
         sqlx::Error::Database(d)
             if d.message().contains("locked") || d.message().contains("busy") =>
+        {
+            StoreError::Unavailable(d.message().to_string())
+        }
+        // PostgreSQL: the server is shutting down or refused the connection (class 57, 08).
+        sqlx::Error::Database(d)
+            if d.code()
+                .is_some_and(|c| c.starts_with("57") || c.starts_with("08")) =>
         {
             StoreError::Unavailable(d.message().to_string())
         }
@@ -38,25 +50,58 @@ pub(crate) fn ms(t: OffsetDateTime) -> i64 {
     to_millis(t)
 }
 
-fn t(row: &SqliteRow, col: &str) -> Result<OffsetDateTime, StoreError> {
-    row.try_get::<i64, _>(col).map(from_millis).map_err(db_err)
+/// Typed column reads, the same for both databases.
+pub(crate) trait Get {
+    fn s(&self, col: &str) -> Result<String, StoreError>;
+    fn os(&self, col: &str) -> Result<Option<String>, StoreError>;
+    fn i(&self, col: &str) -> Result<i64, StoreError>;
+    fn oi(&self, col: &str) -> Result<Option<i64>, StoreError>;
+    fn b(&self, col: &str) -> Result<bool, StoreError>;
 }
 
-fn ot(row: &SqliteRow, col: &str) -> Result<Option<OffsetDateTime>, StoreError> {
-    row.try_get::<Option<i64>, _>(col)
-        .map(|v| v.map(from_millis))
-        .map_err(db_err)
+macro_rules! impl_get {
+    ($row:ty, |$r:ident, $c:ident| $flag:expr) => {
+        impl Get for $row {
+            fn s(&self, col: &str) -> Result<String, StoreError> {
+                self.try_get(col).map_err(db_err)
+            }
+            fn os(&self, col: &str) -> Result<Option<String>, StoreError> {
+                self.try_get(col).map_err(db_err)
+            }
+            fn i(&self, col: &str) -> Result<i64, StoreError> {
+                self.try_get(col).map_err(db_err)
+            }
+            fn oi(&self, col: &str) -> Result<Option<i64>, StoreError> {
+                self.try_get(col).map_err(db_err)
+            }
+            fn b(&self, col: &str) -> Result<bool, StoreError> {
+                let ($r, $c) = (self, col);
+                $flag
+            }
+        }
+    };
 }
 
-fn s(row: &SqliteRow, col: &str) -> Result<String, StoreError> {
-    row.try_get::<String, _>(col).map_err(db_err)
+impl_get!(SqliteRow, |r, c| r.i(c).map(|v| v != 0));
+impl_get!(PgRow, |r, c| r.try_get(c).map_err(db_err));
+
+fn t<R: Get>(row: &R, col: &str) -> Result<OffsetDateTime, StoreError> {
+    row.i(col).map(from_millis)
 }
 
-fn os(row: &SqliteRow, col: &str) -> Result<Option<String>, StoreError> {
-    row.try_get::<Option<String>, _>(col).map_err(db_err)
+fn ot<R: Get>(row: &R, col: &str) -> Result<Option<OffsetDateTime>, StoreError> {
+    row.oi(col).map(|v| v.map(from_millis))
 }
 
-pub(crate) fn application(row: &SqliteRow) -> Result<Application, StoreError> {
+fn s<R: Get>(row: &R, col: &str) -> Result<String, StoreError> {
+    row.s(col)
+}
+
+fn os<R: Get>(row: &R, col: &str) -> Result<Option<String>, StoreError> {
+    row.os(col)
+}
+
+pub(crate) fn application<R: Get>(row: &R) -> Result<Application, StoreError> {
     Ok(Application {
         id: s(row, "id")?,
         name: s(row, "name")?,
@@ -64,8 +109,8 @@ pub(crate) fn application(row: &SqliteRow) -> Result<Application, StoreError> {
         allowed_origins: parse_json(os(row, "allowed_origins")?),
         allowed_integrations: os(row, "allowed_integrations")?
             .and_then(|v| serde_json::from_str(&v).ok()),
-        agent_session_max_secs: row.try_get("agent_session_max_secs").map_err(db_err)?,
-        agent_session_default_secs: row.try_get("agent_session_default_secs").map_err(db_err)?,
+        agent_session_max_secs: row.i("agent_session_max_secs")?,
+        agent_session_default_secs: row.i("agent_session_default_secs")?,
         login_url: os(row, "login_url")?,
         branding: os(row, "branding")?
             .and_then(|v| serde_json::from_str(&v).ok())
@@ -74,7 +119,7 @@ pub(crate) fn application(row: &SqliteRow) -> Result<Application, StoreError> {
     })
 }
 
-pub(crate) fn api_key(row: &SqliteRow) -> Result<ApiKeyRecord, StoreError> {
+pub(crate) fn api_key<R: Get>(row: &R) -> Result<ApiKeyRecord, StoreError> {
     Ok(ApiKeyRecord {
         id: s(row, "id")?,
         application_id: os(row, "application_id")?,
@@ -86,7 +131,7 @@ pub(crate) fn api_key(row: &SqliteRow) -> Result<ApiKeyRecord, StoreError> {
     })
 }
 
-pub(crate) fn integration(row: &SqliteRow) -> Result<Integration, StoreError> {
+pub(crate) fn integration<R: Get>(row: &R) -> Result<Integration, StoreError> {
     Ok(Integration {
         slug: s(row, "slug")?,
         provider: s(row, "provider")?,
@@ -99,7 +144,7 @@ pub(crate) fn integration(row: &SqliteRow) -> Result<Integration, StoreError> {
     })
 }
 
-pub(crate) fn connect_session(row: &SqliteRow) -> Result<ConnectSession, StoreError> {
+pub(crate) fn connect_session<R: Get>(row: &R) -> Result<ConnectSession, StoreError> {
     Ok(ConnectSession {
         id: s(row, "id")?,
         token_hash: s(row, "token_hash")?,
@@ -111,12 +156,12 @@ pub(crate) fn connect_session(row: &SqliteRow) -> Result<ConnectSession, StoreEr
         owner: os(row, "owner")?,
         purpose: os(row, "purpose")?,
         expires_at: t(row, "expires_at")?,
-        shared: row.try_get::<i64, _>("shared").map_err(db_err)? != 0,
+        shared: row.b("shared")?,
         created_at: t(row, "created_at")?,
     })
 }
 
-pub(crate) fn authorize_link(row: &SqliteRow) -> Result<AuthorizeLink, StoreError> {
+pub(crate) fn authorize_link<R: Get>(row: &R) -> Result<AuthorizeLink, StoreError> {
     Ok(AuthorizeLink {
         id: s(row, "id")?,
         application_id: s(row, "application_id")?,
@@ -131,7 +176,7 @@ pub(crate) fn authorize_link(row: &SqliteRow) -> Result<AuthorizeLink, StoreErro
     })
 }
 
-pub(crate) fn pending(row: &SqliteRow) -> Result<PendingAuthorization, StoreError> {
+pub(crate) fn pending<R: Get>(row: &R) -> Result<PendingAuthorization, StoreError> {
     Ok(PendingAuthorization {
         state_hash: s(row, "state_hash")?,
         application_id: s(row, "application_id")?,
@@ -145,12 +190,12 @@ pub(crate) fn pending(row: &SqliteRow) -> Result<PendingAuthorization, StoreErro
         return_url: os(row, "return_url")?,
         owner: os(row, "owner")?,
         purpose: os(row, "purpose")?,
-        shared: row.try_get::<i64, _>("shared").map_err(db_err)? != 0,
+        shared: row.b("shared")?,
         expires_at: t(row, "expires_at")?,
     })
 }
 
-pub(crate) fn connection(row: &SqliteRow) -> Result<Connection, StoreError> {
+pub(crate) fn connection<R: Get>(row: &R) -> Result<Connection, StoreError> {
     let status = s(row, "status")?;
     let tokens = match os(row, "access_token")? {
         Some(access_token) => Some(SealedTokens {
@@ -178,7 +223,7 @@ pub(crate) fn connection(row: &SqliteRow) -> Result<Connection, StoreError> {
         purpose: os(row, "purpose")?,
         label: os(row, "label")?,
         tokens,
-        token_version: row.try_get("token_version").map_err(db_err)?,
+        token_version: row.i("token_version")?,
         created_at: t(row, "created_at")?,
         updated_at: t(row, "updated_at")?,
         last_used_at: ot(row, "last_used_at")?,
@@ -186,13 +231,13 @@ pub(crate) fn connection(row: &SqliteRow) -> Result<Connection, StoreError> {
         last_validated_at: ot(row, "last_validated_at")?,
         revoked_at: ot(row, "revoked_at")?,
         revocation: os(row, "revocation")?.and_then(|r| RevocationOutcome::parse(&r)),
-        shared: row.try_get::<i64, _>("shared").map_err(db_err)? != 0,
+        shared: row.b("shared")?,
     })
 }
 
-pub(crate) fn audit(row: &SqliteRow) -> Result<keyway_core::audit::AuditRecord, StoreError> {
+pub(crate) fn audit<R: Get>(row: &R) -> Result<keyway_core::audit::AuditRecord, StoreError> {
     Ok(keyway_core::audit::AuditRecord {
-        seq: row.try_get("seq").map_err(db_err)?,
+        seq: row.i("seq")?,
         event: keyway_core::audit::AuditEvent {
             at: t(row, "at")?,
             action: s(row, "action")?,
@@ -208,7 +253,7 @@ pub(crate) fn audit(row: &SqliteRow) -> Result<keyway_core::audit::AuditRecord, 
     })
 }
 
-pub(crate) fn retry(row: &SqliteRow) -> Result<RevocationRetry, StoreError> {
+pub(crate) fn retry<R: Get>(row: &R) -> Result<RevocationRetry, StoreError> {
     Ok(RevocationRetry {
         id: s(row, "id")?,
         connection_id: s(row, "connection_id")?,
@@ -217,14 +262,14 @@ pub(crate) fn retry(row: &SqliteRow) -> Result<RevocationRetry, StoreError> {
         integration: s(row, "integration")?,
         access_token_sealed: s(row, "access_token")?,
         refresh_token_sealed: os(row, "refresh_token")?,
-        attempts: row.try_get("attempts").map_err(db_err)?,
+        attempts: row.i("attempts")?,
         next_attempt_at: t(row, "next_attempt_at")?,
         last_error: os(row, "last_error")?,
         created_at: t(row, "created_at")?,
     })
 }
 
-pub(crate) fn webhook(row: &SqliteRow) -> Result<keyway_core::webhooks::Webhook, StoreError> {
+pub(crate) fn webhook<R: Get>(row: &R) -> Result<keyway_core::webhooks::Webhook, StoreError> {
     Ok(keyway_core::webhooks::Webhook {
         id: s(row, "id")?,
         application_id: os(row, "application_id")?,
@@ -235,23 +280,23 @@ pub(crate) fn webhook(row: &SqliteRow) -> Result<keyway_core::webhooks::Webhook,
     })
 }
 
-pub(crate) fn delivery(row: &SqliteRow) -> Result<keyway_core::webhooks::Delivery, StoreError> {
+pub(crate) fn delivery<R: Get>(row: &R) -> Result<keyway_core::webhooks::Delivery, StoreError> {
     Ok(keyway_core::webhooks::Delivery {
         id: s(row, "id")?,
         webhook_id: s(row, "webhook_id")?,
         event_type: s(row, "event_type")?,
         payload: s(row, "payload")?,
         created_at: t(row, "created_at")?,
-        attempts: row.try_get("attempts").map_err(db_err)?,
+        attempts: row.i("attempts")?,
         next_attempt_at: t(row, "next_attempt_at")?,
         state: s(row, "state")?,
-        last_status: row.try_get("last_status").map_err(db_err)?,
+        last_status: row.oi("last_status")?,
         last_error: os(row, "last_error")?,
         delivered_at: ot(row, "delivered_at")?,
     })
 }
 
-pub(crate) fn agent_client(row: &SqliteRow) -> Result<AgentClient, StoreError> {
+pub(crate) fn agent_client<R: Get>(row: &R) -> Result<AgentClient, StoreError> {
     Ok(AgentClient {
         id: s(row, "id")?,
         name: s(row, "name")?,
@@ -260,7 +305,7 @@ pub(crate) fn agent_client(row: &SqliteRow) -> Result<AgentClient, StoreError> {
     })
 }
 
-pub(crate) fn agent_authorization(row: &SqliteRow) -> Result<AgentAuthorization, StoreError> {
+pub(crate) fn agent_authorization<R: Get>(row: &R) -> Result<AgentAuthorization, StoreError> {
     Ok(AgentAuthorization {
         id: s(row, "id")?,
         client_id: s(row, "client_id")?,
@@ -277,7 +322,7 @@ pub(crate) fn agent_authorization(row: &SqliteRow) -> Result<AgentAuthorization,
     })
 }
 
-pub(crate) fn agent_session(row: &SqliteRow) -> Result<AgentSession, StoreError> {
+pub(crate) fn agent_session<R: Get>(row: &R) -> Result<AgentSession, StoreError> {
     let access = match s(row, "access")?.as_str() {
         "write" => keyway_core::catalog::Access::Write,
         _ => keyway_core::catalog::Access::Read,

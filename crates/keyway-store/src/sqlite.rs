@@ -1544,6 +1544,28 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn try_job_lease(
+        &self,
+        job: &str,
+        holder: &str,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "INSERT INTO job_leases (job, holder, until) VALUES (?, ?, ?)
+             ON CONFLICT (job) DO UPDATE SET holder = excluded.holder, until = excluded.until
+             WHERE job_leases.until <= ? OR job_leases.holder = excluded.holder",
+        )
+        .bind(job)
+        .bind(holder)
+        .bind(ms(until))
+        .bind(ms(now))
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
     async fn list_sealed_values(&self) -> Result<Vec<SealedValue>, StoreError> {
         let mut out = Vec::new();
         for (table, key, field) in SEALED {

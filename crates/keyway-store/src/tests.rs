@@ -1,6 +1,8 @@
-//! The store contract, and the refresh rules that depend on it, tested against SQLite.
+//! The store contract, and the refresh rules that depend on it, tested against SQLite, and
+//! against PostgreSQL too when `KW_TEST_PG_URL` names a server (`scripts/test` runs them
+//! once more with a throwaway cluster).
 
-use crate::SqliteStore;
+use crate::{PgSettings, PgStore, SqliteStore};
 use async_trait::async_trait;
 use keyway_core::catalog::Catalog;
 use keyway_core::clock::ManualClock;
@@ -14,11 +16,11 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use time::{Duration, OffsetDateTime};
 
-fn t0() -> OffsetDateTime {
+pub(crate) fn t0() -> OffsetDateTime {
     time::macros::datetime!(2026-11-22 12:00:00 UTC)
 }
 
-fn conn(id: &str, user: &str) -> Connection {
+pub(crate) fn conn(id: &str, user: &str) -> Connection {
     Connection {
         id: id.into(),
         application_id: "app_1".into(),
@@ -52,7 +54,7 @@ fn conn(id: &str, user: &str) -> Connection {
     }
 }
 
-fn app_1() -> Application {
+pub(crate) fn app_1() -> Application {
     Application {
         id: "app_1".into(),
         name: "A".into(),
@@ -86,13 +88,50 @@ async fn applications_are_updated_with_their_branding() {
     assert!(!s.update_application(&a, &[]).await.expect("no row"));
 }
 
-async fn store_with_app() -> SqliteStore {
-    let s = SqliteStore::in_memory().await.expect("store");
+/// A fresh PostgreSQL database on the `KW_TEST_PG_URL` server.
+async fn fresh_postgres(server: &str) -> PgStore {
+    let url = fresh_postgres_url(server).await;
+    let settings = PgSettings {
+        max_connections: 4,
+        ..Default::default()
+    };
+    PgStore::connect(&url, &settings).await.expect("store")
+}
+
+/// Creates an empty database on the server and returns its URL.
+pub(crate) async fn fresh_postgres_url(server: &str) -> String {
+    let name = format!(
+        "kws_{}",
+        keyway_core::ids::random_token(12)
+            .to_lowercase()
+            .replace(['-', '_'], "")
+    );
+    let mut admin: sqlx::PgConnection = sqlx::Connection::connect(server).await.expect("server");
+    sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&mut admin)
+        .await
+        .expect("create database");
+    match server.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{name}"),
+        None => panic!("KW_TEST_PG_URL ends with a database name"),
+    }
+}
+
+/// An empty store: SQLite in memory, or PostgreSQL when `KW_TEST_PG_URL` is set.
+async fn fresh_store() -> Arc<dyn Store> {
+    match std::env::var("KW_TEST_PG_URL") {
+        Ok(server) => Arc::new(fresh_postgres(&server).await),
+        Err(_) => Arc::new(SqliteStore::in_memory().await.expect("store")),
+    }
+}
+
+async fn store_with_app() -> Arc<dyn Store> {
+    let s = fresh_store().await;
     s.insert_application(&app_1(), &[]).await.expect("app");
     s
 }
 
-fn refreshed(access: &str) -> RefreshedTokens {
+pub(crate) fn refreshed(access: &str) -> RefreshedTokens {
     RefreshedTokens {
         tokens: SealedTokens {
             access_token: access.into(),
@@ -282,7 +321,7 @@ async fn sealed_values_swap_only_if_unchanged() {
 /// Scripted provider: on the refresh call it first simulates the user reconnecting (a
 /// new grant written meanwhile), then answers `invalid_grant` for the old token.
 struct RaceProvider {
-    store: Arc<SqliteStore>,
+    store: Arc<dyn Store>,
     vault: Arc<Vault>,
     calls: Mutex<u32>,
 }
@@ -320,7 +359,7 @@ impl HttpClient for RaceProvider {
 
 #[tokio::test]
 async fn r2_invalid_grant_after_a_concurrent_write_is_a_race_not_a_dead_grant() {
-    let store = Arc::new(store_with_app().await);
+    let store = store_with_app().await;
     let vault = Arc::new(Vault::new(&MasterKey::generate(), &[]));
     let providers: BTreeMap<String, toml::Value> = [(
         "acme".to_string(),

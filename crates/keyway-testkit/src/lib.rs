@@ -2,22 +2,22 @@
 //! OAuth provider, a browser-like client that follows the connect flow, database
 //! fingerprints for "nothing changed" assertions, and log capture for S1.
 
+pub mod db;
 pub mod fake;
 pub mod logs;
 pub mod receiver;
 
 use keyway_core::clock::ManualClock;
-use keyway_core::store::Store;
 use keyway_core::vault::MasterKey;
 use keyway_core::{Broker, BrokerSettings};
 use keyway_server::app::{build, StartOptions};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use db::TestDb;
 pub use fake::{FakeProvider, Flavor, Scripted};
 
 /// Adjusts the broker settings of a test server.
@@ -48,7 +48,8 @@ pub struct TestKeyway {
     pub url: String,
     pub admin_key: String,
     pub broker: Arc<Broker>,
-    pub store: keyway_store::SqliteStore,
+    /// SQLite, or PostgreSQL when `KW_TEST_PG_URL` is set (see [`db`]).
+    pub db: TestDb,
     pub clock: Arc<ManualClock>,
     pub master_key: MasterKey,
     pub data_dir: PathBuf,
@@ -156,17 +157,13 @@ impl TestKeyway {
             .await
             .expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
-        let store = keyway_store::SqliteStore::open(&dir).await.expect("store");
+        let db = TestDb::open(&dir).await;
         let master_key = opts.master_key.unwrap_or_else(MasterKey::generate);
         let clock = opts
             .clock
             .unwrap_or_else(|| Arc::new(ManualClock::new(time::OffsetDateTime::now_utc())));
         let admin_key = format!("test-admin-{}", keyway_core::ids::random_token(24));
-        let mut so = StartOptions::new(
-            &url,
-            Arc::new(store.clone()) as Arc<dyn Store>,
-            master_key.clone(),
-        );
+        let mut so = StartOptions::new(&url, db.store(), master_key.clone());
         so.previous_master_keys = opts.previous_master_keys;
         so.admin_key = Some(keyway_core::secret::Secret::new(admin_key.clone()));
         so.custom_providers = opts.providers;
@@ -188,7 +185,7 @@ impl TestKeyway {
             url,
             admin_key,
             broker: built.broker,
-            store,
+            db,
             clock,
             master_key,
             data_dir: dir,
@@ -393,44 +390,12 @@ impl TestKeyway {
 
     /// A digest of every row of every table: equal before and after means nothing changed.
     pub async fn db_fingerprint(&self) -> String {
-        let pool = self.store.pool();
-        let tables: Vec<String> = sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
-            .fetch_all(pool)
-            .await
-            .expect("tables");
-        let mut h = Sha256::new();
-        for t in tables {
-            let cols: Vec<String> = sqlx::query_scalar(&format!(
-                "SELECT name FROM pragma_table_info('{t}') ORDER BY cid"
-            ))
-            .fetch_all(pool)
-            .await
-            .expect("cols");
-            let expr = cols
-                .iter()
-                .map(|c| format!("quote({c})"))
-                .collect::<Vec<_>>()
-                .join("||','||");
-            let rows: Vec<String> =
-                sqlx::query_scalar(&format!("SELECT {expr} FROM {t} ORDER BY rowid"))
-                    .fetch_all(pool)
-                    .await
-                    .expect("rows");
-            h.update(t.as_bytes());
-            for r in rows {
-                h.update(r.as_bytes());
-                h.update(b"\n");
-            }
-        }
-        hex::encode(h.finalize())
+        self.db.fingerprint().await
     }
 
     /// Runs a SQL statement directly against the database (tamper tests).
     pub async fn exec_sql(&self, sql: &str) {
-        sqlx::raw_sql(sql)
-            .execute(self.store.pool())
-            .await
-            .expect("sql");
+        self.db.exec(sql).await
     }
 }
 

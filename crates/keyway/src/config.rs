@@ -14,6 +14,11 @@ pub struct RawConfig {
     pub public_url: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub database_url: Option<String>,
+    /// PostgreSQL connections per replica (16).
+    pub database_pool_size: Option<u32>,
+    /// How long a refresh lease is held at most, in seconds (45): longer than the slowest
+    /// provider refresh, short enough that a stuck replica's lease soon passes on.
+    pub refresh_lease_secs: Option<i64>,
     /// Base64 master key; prefer `master_key_file` or `KEYWAY_MASTER_KEY`.
     pub master_key: Option<String>,
     pub master_key_file: Option<PathBuf>,
@@ -39,6 +44,8 @@ pub const KNOWN_ENV: &[&str] = &[
     "KEYWAY_PUBLIC_URL",
     "KEYWAY_DATA_DIR",
     "KEYWAY_DATABASE_URL",
+    "KEYWAY_DATABASE_POOL_SIZE",
+    "KEYWAY_REFRESH_LEASE_SECS",
     "KEYWAY_MASTER_KEY",
     "KEYWAY_MASTER_KEY_FILE",
     "KEYWAY_PREVIOUS_MASTER_KEYS",
@@ -81,6 +88,16 @@ impl RawConfig {
         }
         if let Some(v) = get("KEYWAY_DATABASE_URL") {
             self.database_url = Some(v);
+        }
+        if let Some(v) = get("KEYWAY_DATABASE_POOL_SIZE") {
+            self.database_pool_size = Some(v.parse().map_err(|_| {
+                anyhow::anyhow!("KEYWAY_DATABASE_POOL_SIZE must be a whole number")
+            })?);
+        }
+        if let Some(v) = get("KEYWAY_REFRESH_LEASE_SECS") {
+            self.refresh_lease_secs = Some(v.parse().map_err(|_| {
+                anyhow::anyhow!("KEYWAY_REFRESH_LEASE_SECS must be a whole number of seconds")
+            })?);
         }
         if let Some(v) = get("KEYWAY_MASTER_KEY") {
             self.master_key = Some(v);

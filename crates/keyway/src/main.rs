@@ -68,6 +68,15 @@ enum Command {
         #[arg(long)]
         public_url: Option<String>,
     },
+    /// Apply pending database migrations and exit (`serve` also applies them at start).
+    Migrate {
+        #[arg(long, env = "KEYWAY_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long)]
+        database_url: Option<String>,
+    },
     /// Get a fresh access token for a user's connection.
     Token {
         #[arg(long)]
@@ -428,6 +437,22 @@ async fn run(cli: Cli) -> Result<()> {
                 },
             )
             .await
+        }
+        Command::Migrate {
+            config,
+            data_dir,
+            database_url,
+        } => {
+            let mut raw = match &config {
+                Some(p) => config::RawConfig::from_file(p)?,
+                None => config::RawConfig::default(),
+            };
+            let env: BTreeMap<String, String> = std::env::vars().collect();
+            raw.apply_env(&env)?;
+            raw.data_dir = data_dir.or(raw.data_dir);
+            raw.database_url = database_url.or(raw.database_url);
+            init_tracing(raw.log_level.as_deref(), raw.log_format.as_deref());
+            serve::migrate(raw).await
         }
         Command::Token {
             integration,

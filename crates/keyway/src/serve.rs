@@ -3,6 +3,7 @@
 use crate::config::RawConfig;
 use anyhow::{bail, Context, Result};
 use keyway_core::secret::Secret;
+use keyway_core::store::Store;
 use keyway_core::vault::MasterKey;
 use keyway_server::app::{build, spawn_housekeeping, StartOptions};
 use std::io::Write;
@@ -74,6 +75,59 @@ fn write_private(path: &Path, content: &str) -> Result<()> {
     Ok(())
 }
 
+/// `postgres://` (or `postgresql://`) selects PostgreSQL; unset keeps the embedded SQLite.
+fn check_database_url(raw: &RawConfig) -> Result<()> {
+    if let Some(url) = &raw.database_url {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            bail!("unsupported database URL scheme in KEYWAY_DATABASE_URL (expected postgres://)");
+        }
+    }
+    if let Some(n) = raw.database_pool_size {
+        if !(2..=1000).contains(&n) {
+            bail!("database_pool_size must be between 2 and 1000");
+        }
+    }
+    Ok(())
+}
+
+/// Opens the configured database and applies pending migrations (under a lock, so
+/// replicas starting together take turns).
+pub async fn open_store(raw: &RawConfig, data_dir: &Path) -> Result<Arc<dyn Store>> {
+    check_database_url(raw)?;
+    Ok(match &raw.database_url {
+        Some(url) => {
+            let mut settings = keyway_store::PgSettings::default();
+            if let Some(n) = raw.database_pool_size {
+                settings.max_connections = n;
+            }
+            Arc::new(
+                keyway_store::PgStore::connect(url, &settings)
+                    .await
+                    .context("opening the PostgreSQL database")?,
+            )
+        }
+        None => Arc::new(
+            keyway_store::SqliteStore::open(data_dir)
+                .await
+                .context("opening the database")?,
+        ),
+    })
+}
+
+/// `keyway migrate`: applies pending migrations and exits.
+pub async fn migrate(raw: RawConfig) -> Result<()> {
+    let data_dir = raw
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| "./keyway-data".into());
+    open_store(&raw, &data_dir).await?;
+    match &raw.database_url {
+        Some(_) => println!("PostgreSQL database is up to date"),
+        None => println!("{} is up to date", data_dir.join("keyway.db").display()),
+    }
+    Ok(())
+}
+
 pub async fn run(raw: RawConfig, args: ServeArgs) -> Result<()> {
     let listen = raw
         .listen
@@ -83,12 +137,7 @@ pub async fn run(raw: RawConfig, args: ServeArgs) -> Result<()> {
         .data_dir
         .clone()
         .unwrap_or_else(|| "./keyway-data".into());
-    if let Some(url) = &raw.database_url {
-        if url.starts_with("postgres") {
-            bail!("PostgreSQL is not supported by this build yet; leave KEYWAY_DATABASE_URL unset to use the embedded SQLite database");
-        }
-        bail!("unsupported database URL scheme in KEYWAY_DATABASE_URL (expected postgres://)");
-    }
+    check_database_url(&raw)?;
     if raw.admin_key.as_ref().is_some_and(|k| k.len() < 32) {
         bail!("KEYWAY_ADMIN_KEY must be at least 32 characters");
     }
@@ -107,10 +156,8 @@ pub async fn run(raw: RawConfig, args: ServeArgs) -> Result<()> {
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
-    let store = keyway_store::SqliteStore::open(&data_dir)
-        .await
-        .context("opening the database")?;
-    let mut opts = StartOptions::new(&public_url, Arc::new(store), master_key);
+    let store = open_store(&raw, &data_dir).await?;
+    let mut opts = StartOptions::new(&public_url, store, master_key);
     opts.previous_master_keys = previous;
     opts.admin_key = raw.admin_key.clone().map(Secret::new);
     opts.dev = args.dev;
@@ -123,6 +170,12 @@ pub async fn run(raw: RawConfig, args: ServeArgs) -> Result<()> {
             bail!("stale_after_days must be between 1 and 3650");
         }
         settings.stale_after = time::Duration::days(days);
+    }
+    if let Some(secs) = raw.refresh_lease_secs {
+        if !(2..=600).contains(&secs) {
+            bail!("refresh_lease_secs must be between 2 and 600");
+        }
+        settings.lease_ttl = time::Duration::seconds(secs);
     }
     opts.settings = Some(settings);
     let built = build(opts).await?;

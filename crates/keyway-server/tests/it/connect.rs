@@ -71,12 +71,10 @@ async fn full_cycle_standard_json_pkce_rotation_revocation() {
     assert_eq!(d.body["connection"]["status"], "revoked");
     assert_eq!(fake.revoked().len(), 1);
     assert!(!fake.access_token_live(t2.body["access_token"].as_str().unwrap_or_default()));
-    let sealed: Option<String> =
-        sqlx::query_scalar("SELECT access_token FROM connections WHERE id = ?")
-            .bind(&id)
-            .fetch_one(kw.store.pool())
-            .await
-            .expect("row");
+    let sealed = kw
+        .db
+        .value("SELECT access_token FROM connections WHERE id = ?", &[&id])
+        .await;
     assert!(sealed.is_none(), "token material is erased");
     kw.token(&app, "u1", "acme")
         .await

@@ -254,7 +254,11 @@ async fn no_token_without_its_audit_event() {
     kw.connect(&app, "u1", "acme").await;
     kw.token(&app, "u1", "acme").await;
     // The audit table refuses writes: the token must not be handed out.
-    kw.exec_sql("CREATE TRIGGER no_audit BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'audit unavailable'); END").await;
+    if kw.db.is_postgres() {
+        kw.exec_sql("CREATE FUNCTION no_audit() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'audit unavailable'; END $$ LANGUAGE plpgsql; CREATE TRIGGER no_audit BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION no_audit()").await;
+    } else {
+        kw.exec_sql("CREATE TRIGGER no_audit BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'audit unavailable'); END").await;
+    }
     let r = kw.token(&app, "u1", "acme").await;
     assert_eq!(r.status, 500, "{}", r.body);
     assert!(r.body.get("access_token").is_none());
@@ -441,17 +445,15 @@ async fn offboarding_revokes_everything_across_applications() {
     kw.token(&other, "leaver", "acme")
         .await
         .assert_problem(404, "not_installed");
-    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM connections WHERE user_id = 'leaver' AND (access_token IS NOT NULL OR refresh_token IS NOT NULL)")
-        .fetch_one(kw.store.pool())
-        .await
-        .expect("count");
+    let left = kw.db.count("SELECT COUNT(*) FROM connections WHERE user_id = 'leaver' AND (access_token IS NOT NULL OR refresh_token IS NOT NULL)", &[]).await;
     assert_eq!(left, 0, "token material is shredded");
-    let tombstones: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM connections WHERE user_id = 'leaver' AND status = 'revoked'",
-    )
-    .fetch_one(kw.store.pool())
-    .await
-    .expect("count");
+    let tombstones = kw
+        .db
+        .count(
+            "SELECT COUNT(*) FROM connections WHERE user_id = 'leaver' AND status = 'revoked'",
+            &[],
+        )
+        .await;
     assert_eq!(tombstones, 3, "records stay for the audit trail");
     let s = kw
         .call(
@@ -515,15 +517,16 @@ async fn failed_revocations_are_retried_then_confirmed_or_given_up() {
         d.body["revocation"], "failed",
         "disconnect also queues its failed revocation"
     );
-    let queued: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM revocation_retries")
-        .fetch_one(kw.store.pool())
-        .await
-        .expect("count");
+    let queued = kw
+        .db
+        .count("SELECT COUNT(*) FROM revocation_retries", &[])
+        .await;
     assert_eq!(queued, 2);
-    let sealed: String = sqlx::query_scalar("SELECT access_token FROM revocation_retries LIMIT 1")
-        .fetch_one(kw.store.pool())
+    let sealed = kw
+        .db
+        .value("SELECT access_token FROM revocation_retries LIMIT 1", &[])
         .await
-        .expect("row");
+        .unwrap_or_default();
     assert!(sealed.starts_with("kw1."), "queued tokens stay sealed");
 
     // Not due yet: nothing is tried.
@@ -532,10 +535,10 @@ async fn failed_revocations_are_retried_then_confirmed_or_given_up() {
     fake.set_fail_revocations(false);
     let tried_first = kw.broker.retry_revocations().await.expect("retry");
     assert_eq!(tried_first, 2);
-    let queued: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM revocation_retries")
-        .fetch_one(kw.store.pool())
-        .await
-        .expect("count");
+    let queued = kw
+        .db
+        .count("SELECT COUNT(*) FROM revocation_retries", &[])
+        .await;
     assert_eq!(queued, 0, "confirmed retries leave no token copy behind");
     let events = audit_all(&kw).await;
     assert_eq!(
@@ -554,10 +557,10 @@ async fn failed_revocations_are_retried_then_confirmed_or_given_up() {
         kw.clock.advance(Duration::hours(7));
         kw.broker.retry_revocations().await.expect("retry");
     }
-    let queued: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM revocation_retries")
-        .fetch_one(kw.store.pool())
-        .await
-        .expect("count");
+    let queued = kw
+        .db
+        .count("SELECT COUNT(*) FROM revocation_retries", &[])
+        .await;
     assert_eq!(queued, 0);
     let abandoned = audit_all(&kw)
         .await

@@ -66,11 +66,14 @@ async fn an_imported_connection_is_validated_used_refreshed_and_audited() {
     assert!(
         !audit.body.to_string().contains(&access) && !audit.body.to_string().contains(&refresh)
     );
-    let sealed: String =
-        sqlx::query_scalar("SELECT refresh_token FROM connections WHERE user_id = 'u1'")
-            .fetch_one(kw.store.pool())
-            .await
-            .expect("row");
+    let sealed = kw
+        .db
+        .value(
+            "SELECT refresh_token FROM connections WHERE user_id = 'u1'",
+            &[],
+        )
+        .await
+        .unwrap_or_default();
     assert!(sealed.starts_with("kw1."), "imported tokens are sealed");
 }
 

@@ -38,7 +38,7 @@ async fn readyz_reports_a_lost_database() {
     let (kw, _fake, app) = setup(Flavor::Standard).await;
     kw.connect(&app, "u1", "acme").await;
     kw.clock.advance(time::Duration::hours(2));
-    kw.store.pool().close().await;
+    kw.db.close().await;
     kw.token(&app, "u1", "acme")
         .await
         .assert_problem(503, "database_unavailable");

@@ -100,11 +100,14 @@ async fn s2_swapped_ciphertexts_fail() {
     r.assert_problem(500, "internal");
     assert!(!r.body.to_string().contains(&bob_token));
     assert_eq!(kw2.token(&app, "bob", "acme").await.status, 200);
-    let stored: String =
-        sqlx::query_scalar("SELECT client_secret FROM integrations WHERE slug = 'acme'")
-            .fetch_one(kw.store.pool())
-            .await
-            .expect("row");
+    let stored = kw
+        .db
+        .value(
+            "SELECT client_secret FROM integrations WHERE slug = 'acme'",
+            &[],
+        )
+        .await
+        .unwrap_or_default();
     assert!(
         stored.starts_with("kw1.") && !stored.contains(keyway_testkit::fake::CLIENT_SECRET),
         "client secrets are sealed too"
@@ -173,16 +176,28 @@ async fn s2_master_key_rotation() {
 #[tokio::test]
 async fn s3_api_keys_are_hashed() {
     let (kw, _fake, app) = setup(Flavor::Standard).await;
-    let rows: Vec<(String, String)> = sqlx::query_as("SELECT hash, prefix FROM api_keys")
-        .fetch_all(kw.store.pool())
+    let rows: Vec<(String, String)> = kw
+        .db
+        .rows("SELECT hash, prefix FROM api_keys", &[])
         .await
-        .expect("rows");
+        .into_iter()
+        .map(|r| {
+            let mut c = r.into_iter().map(Option::unwrap_or_default);
+            (c.next().unwrap_or_default(), c.next().unwrap_or_default())
+        })
+        .collect();
     assert!(rows
         .iter()
         .any(|(h, _)| h == &keyway_core::ids::sha256_hex(&app.key)));
-    let dump = std::fs::read(kw.data_dir.join("keyway.db")).unwrap_or_default();
-    let wal = std::fs::read(kw.data_dir.join("keyway.db-wal")).unwrap_or_default();
-    for blob in [dump, wal] {
+    // Every stored byte: the SQLite files, or every row of every PostgreSQL table.
+    let mut blobs = vec![
+        std::fs::read(kw.data_dir.join("keyway.db")).unwrap_or_default(),
+        std::fs::read(kw.data_dir.join("keyway.db-wal")).unwrap_or_default(),
+    ];
+    for (_, rows) in kw.db.dump().await {
+        blobs.push(rows.join("\n").into_bytes());
+    }
+    for blob in blobs {
         let text = String::from_utf8_lossy(&blob);
         assert!(!text.contains(&app.key), "the key itself is never stored");
     }
@@ -206,11 +221,20 @@ async fn s4_pkce_and_state() {
     assert_eq!(q["code_challenge"].len(), 43);
     assert!(q["state"].len() >= 43, "state has at least 256 bits");
     assert_eq!(q["redirect_uri"], format!("{}/oauth/callback", kw.url));
-    let (hash, verifier): (String, String) =
-        sqlx::query_as("SELECT state_hash, pkce_verifier FROM pending_authorizations")
-            .fetch_one(kw.store.pool())
-            .await
-            .expect("row");
+    let row = kw
+        .db
+        .rows(
+            "SELECT state_hash, pkce_verifier FROM pending_authorizations",
+            &[],
+        )
+        .await;
+    let (hash, verifier) = match row.as_slice() {
+        [r] => (
+            r[0].clone().unwrap_or_default(),
+            r[1].clone().unwrap_or_default(),
+        ),
+        _ => panic!("one pending authorization: {row:?}"),
+    };
     assert_eq!(
         hash,
         keyway_core::ids::sha256_hex(&q["state"]),
