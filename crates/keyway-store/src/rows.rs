@@ -26,13 +26,17 @@ pub(crate) fn db_err(e: sqlx::Error) -> StoreError {
         {
             StoreError::Unavailable(d.message().to_string())
         }
-        // PostgreSQL: the server is shutting down or refused the connection (class 57, 08).
+        // PostgreSQL: connection exceptions (08), too many connections (53), operator
+        // intervention such as a shutdown or a terminated backend (57), and a database not
+        // accepting connections (55000): the database is away, not the request wrong.
         sqlx::Error::Database(d)
-            if d.code()
-                .is_some_and(|c| c.starts_with("57") || c.starts_with("08")) =>
+            if d.code().is_some_and(|c| {
+                c.starts_with("08") || c.starts_with("53") || c.starts_with("57") || c == "55000"
+            }) =>
         {
             StoreError::Unavailable(d.message().to_string())
         }
+        sqlx::Error::Protocol(_) => StoreError::Unavailable(e.to_string()),
         _ => StoreError::Other(e.to_string()),
     }
 }

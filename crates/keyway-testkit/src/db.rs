@@ -20,7 +20,8 @@ pub const PG_URL_VAR: &str = "KW_TEST_PG_URL";
 #[derive(Clone)]
 pub enum TestDb {
     Sqlite(keyway_store::SqliteStore),
-    Postgres(keyway_store::PgStore),
+    /// The store and its database's name.
+    Postgres(keyway_store::PgStore, String),
 }
 
 /// `?` → `$n`, outside string literals.
@@ -63,61 +64,71 @@ where
     None
 }
 
+/// A new empty database on the `KW_TEST_PG_URL` server, by URL; `None` without one.
+pub async fn fresh_postgres_url() -> Option<String> {
+    let server = std::env::var(PG_URL_VAR).ok()?;
+    let name = format!(
+        "kwt_{}",
+        keyway_core::ids::random_token(12)
+            .to_lowercase()
+            .replace(['-', '_'], "")
+    );
+    let mut admin: sqlx::PgConnection = sqlx::Connection::connect(&server)
+        .await
+        .expect("postgres server");
+    sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&mut admin)
+        .await
+        .expect("create test database");
+    let _ = sqlx::Connection::close(admin).await;
+    let mut url = url::Url::parse(&server).expect("KW_TEST_PG_URL is a URL");
+    url.set_path(&format!("/{name}"));
+    Some(url.to_string())
+}
+
 impl TestDb {
     /// Opens the test database for `dir`: SQLite in it, or the PostgreSQL database whose
     /// name it records (created on first use).
     pub async fn open(dir: &Path) -> Self {
-        let Ok(server) = std::env::var(PG_URL_VAR) else {
+        if std::env::var(PG_URL_VAR).is_err() {
             return Self::Sqlite(
                 keyway_store::SqliteStore::open(dir)
                     .await
                     .expect("sqlite store"),
             );
-        };
+        }
         std::fs::create_dir_all(dir).expect("data dir");
         let marker = dir.join("postgres-database");
-        let name = match std::fs::read_to_string(&marker) {
-            Ok(n) => n.trim().to_string(),
+        let url = match std::fs::read_to_string(&marker) {
+            Ok(u) => u.trim().to_string(),
             Err(_) => {
-                let name = format!(
-                    "kwt_{}",
-                    keyway_core::ids::random_token(12)
-                        .to_lowercase()
-                        .replace(['-', '_'], "")
-                );
-                let mut admin: sqlx::PgConnection = sqlx::Connection::connect(&server)
-                    .await
-                    .expect("postgres server");
-                sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\""))
-                    .execute(&mut admin)
-                    .await
-                    .expect("create test database");
-                let _ = sqlx::Connection::close(admin).await;
-                std::fs::write(&marker, &name).expect("record database name");
-                name
+                let u = fresh_postgres_url().await.expect("KW_TEST_PG_URL");
+                std::fs::write(&marker, &u).expect("record database");
+                u
             }
         };
-        let mut url = url::Url::parse(&server).expect("KW_TEST_PG_URL is a URL");
-        url.set_path(&format!("/{name}"));
         let settings = keyway_store::PgSettings {
             max_connections: 6,
+            acquire_timeout: std::time::Duration::from_secs(2),
             ..Default::default()
         };
+        let name = url.rsplit('/').next().unwrap_or_default().to_string();
         Self::Postgres(
-            keyway_store::PgStore::connect(url.as_str(), &settings)
+            keyway_store::PgStore::connect(&url, &settings)
                 .await
                 .expect("postgres store"),
+            name,
         )
     }
 
     pub fn is_postgres(&self) -> bool {
-        matches!(self, Self::Postgres(_))
+        matches!(self, Self::Postgres(..))
     }
 
     pub fn store(&self) -> Arc<dyn Store> {
         match self {
             Self::Sqlite(s) => Arc::new(s.clone()),
-            Self::Postgres(s) => Arc::new(s.clone()),
+            Self::Postgres(s, _) => Arc::new(s.clone()),
         }
     }
 
@@ -134,7 +145,7 @@ impl TestDb {
                     .map(|r| (0..r.len()).map(|i| text_of(r, i)).collect())
                     .collect()
             }
-            Self::Postgres(s) => {
+            Self::Postgres(s, _) => {
                 let sql = numbered(sql);
                 let mut q = sqlx::query(&sql);
                 for b in binds {
@@ -178,23 +189,52 @@ impl TestDb {
     pub async fn exec(&self, sql: &str) {
         match self {
             Self::Sqlite(s) => sqlx::raw_sql(sql).execute(s.pool()).await.map(|_| ()),
-            Self::Postgres(s) => sqlx::raw_sql(sql).execute(s.pool()).await.map(|_| ()),
+            Self::Postgres(s, _) => sqlx::raw_sql(sql).execute(s.pool()).await.map(|_| ()),
         }
         .expect("sql");
+    }
+
+    /// PostgreSQL only (`false` on SQLite, where the database is a file in the process):
+    /// with `down`, the database refuses new connections and every open one is cut, as
+    /// in an outage or a failover; without, it accepts them again.
+    pub async fn set_outage(&self, down: bool) -> bool {
+        let Self::Postgres(_, name) = self else {
+            return false;
+        };
+        let server = std::env::var(PG_URL_VAR).expect("KW_TEST_PG_URL");
+        let mut admin: sqlx::PgConnection = sqlx::Connection::connect(&server)
+            .await
+            .expect("postgres server");
+        sqlx::raw_sql(&format!(
+            "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS {}",
+            if down { "false" } else { "true" }
+        ))
+        .execute(&mut admin)
+        .await
+        .expect("alter database");
+        if down {
+            sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()")
+                .bind(name)
+                .execute(&mut admin)
+                .await
+                .expect("terminate");
+        }
+        let _ = sqlx::Connection::close(admin).await;
+        true
     }
 
     /// Closes the pool: every later call fails as if the database were gone.
     pub async fn close(&self) {
         match self {
             Self::Sqlite(s) => s.pool().close().await,
-            Self::Postgres(s) => s.pool().close().await,
+            Self::Postgres(s, _) => s.pool().close().await,
         }
     }
 
     async fn tables(&self) -> Vec<String> {
         let sql = match self {
             Self::Sqlite(_) => "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
-            Self::Postgres(_) => "SELECT table_name::TEXT FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY table_name",
+            Self::Postgres(..) => "SELECT table_name::TEXT FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY table_name",
         };
         self.column(sql, &[]).await.into_iter().flatten().collect()
     }
@@ -221,7 +261,7 @@ impl TestDb {
                         .join("||','||");
                     format!("SELECT {expr} FROM {t} ORDER BY rowid")
                 }
-                Self::Postgres(_) => format!("SELECT x::TEXT FROM {t} x ORDER BY 1"),
+                Self::Postgres(..) => format!("SELECT x::TEXT FROM {t} x ORDER BY 1"),
             };
             let rows = self.column(&sql, &[]).await.into_iter().flatten().collect();
             out.push((t, rows));

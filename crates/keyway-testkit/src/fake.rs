@@ -78,7 +78,7 @@ pub struct Counters {
 pub struct FakeState {
     pub flavor: Flavor,
     pub expires_in: Mutex<Option<u64>>,
-    pub rotate: bool,
+    pub rotate: std::sync::atomic::AtomicBool,
     /// A fixed delay on every refresh, to widen race windows.
     pub refresh_delay: Mutex<Duration>,
     /// Granted scope override (to test missing scopes).
@@ -121,7 +121,7 @@ impl FakeProvider {
                 Flavor::GitHub => None,
                 _ => Some(3600),
             }),
-            rotate: !matches!(flavor, Flavor::GitHub),
+            rotate: std::sync::atomic::AtomicBool::new(!matches!(flavor, Flavor::GitHub)),
             refresh_delay: Mutex::new(Duration::ZERO),
             granted_scope: Mutex::new(None),
             issuer: Mutex::new(None),
@@ -338,6 +338,11 @@ instance_url = "instance_url"
     pub fn set_expires_in(&self, v: Option<u64>) {
         *self.state.expires_in.lock().expect("lock") = v;
     }
+    /// Rotation on: a refresh token works once. Off: it stays valid after use (as with
+    /// providers that allow a reuse interval).
+    pub fn set_rotate(&self, on: bool) {
+        self.state.rotate.store(on, Ordering::SeqCst);
+    }
     pub fn set_refresh_delay(&self, d: Duration) {
         *self.state.refresh_delay.lock().expect("lock") = d;
     }
@@ -519,7 +524,7 @@ async fn token_endpoint(
         "app".to_string()
     } else if is_refresh {
         let rt = f.get("refresh_token").cloned().unwrap_or_default();
-        let acct = if s.rotate {
+        let acct = if s.rotate.load(Ordering::SeqCst) {
             d.refresh.remove(&rt)
         } else {
             d.refresh.get(&rt).cloned()

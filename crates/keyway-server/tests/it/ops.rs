@@ -53,3 +53,30 @@ async fn readyz_reports_a_lost_database() {
     .await
     .assert_problem(503, "database_unavailable");
 }
+
+/// PostgreSQL: the database goes away (connections cut, new ones refused, as in an
+/// outage or failover): 503 problems and a failing /readyz, nothing half-written; when it
+/// returns, Keyway recovers by itself. (SQLite is a file inside the process: its lost
+/// database is the test above.)
+#[tokio::test]
+async fn a_database_outage_gives_503_and_recovers_by_itself() {
+    let (kw, _fake, app) = setup(Flavor::Standard).await;
+    kw.connect(&app, "u1", "acme").await;
+    assert_eq!(kw.token(&app, "u1", "acme").await.status, 200);
+    if !kw.db.set_outage(true).await {
+        eprintln!("SQLite: no outage to simulate");
+        return;
+    }
+    kw.clock.advance(time::Duration::hours(2));
+    kw.token(&app, "u1", "acme")
+        .await
+        .assert_problem(503, "database_unavailable");
+    kw.call(Method::GET, "/readyz", None, None)
+        .await
+        .assert_problem(503, "database_unavailable");
+    kw.db.set_outage(false).await;
+    let r = kw.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let t = kw.token(&app, "u1", "acme").await;
+    assert_eq!(t.status, 200, "{}", t.body);
+}
