@@ -64,6 +64,16 @@ async fn bare() -> impl IntoResponse {
     )
 }
 
+/// The database the in-process server uses: PostgreSQL when `KW_TEST_PG_URL` names a
+/// server (the testkit then creates a database there), SQLite otherwise.
+fn database() -> &'static str {
+    if std::env::var(keyway_testkit::db::PG_URL_VAR).is_ok() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    }
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     if v.is_empty() {
@@ -183,8 +193,12 @@ async fn p1(args: &Args) -> Result<()> {
     }
     let (b, t) = (median(&mut bare_rps), median(&mut token_rps));
     println!(
-        "\n### P1: cached token throughput (SQLite, {} clients, {} x {} s rounds, body {} bytes)\n",
-        args.concurrency, args.rounds, args.round_secs, size
+        "\n### P1: cached token throughput ({}, {} clients, {} x {} s rounds, body {} bytes)\n",
+        database(),
+        args.concurrency,
+        args.rounds,
+        args.round_secs,
+        size
     );
     println!("| endpoint | median req/s | rounds (req/s) |");
     println!("|---|---|---|");
@@ -220,7 +234,7 @@ async fn p2(args: &Args) -> Result<()> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(1000)
         .build()?;
-    println!("\n### P2: 1,000 concurrent calls on one expired connection (provider refresh latency {} ms)\n", provider_latency.as_millis());
+    println!("\n### P2: 1,000 concurrent calls on one expired connection ({}, provider refresh latency {} ms)\n", database(), provider_latency.as_millis());
     println!("| run | upstream refreshes | successes | p50 ms | p99 ms | max ms |");
     println!("|---|---|---|---|---|---|");
     let mut p99s = Vec::new();

@@ -96,7 +96,7 @@ pub(crate) async fn run_postgres(pool: &PgPool) -> Result<u32, StoreError> {
         other => StoreError::Other(format!("migration: {other}")),
     };
     // Two processes creating the bookkeeping tables at once can collide in the catalog
-    // (a unique violation on the type name): the loser tries again and finds them.
+    // (`IF NOT EXISTS` is checked before the insert): the loser tries again and finds them.
     let mut attempt = 0;
     loop {
         let r = sqlx::raw_sql(
@@ -108,7 +108,12 @@ pub(crate) async fn run_postgres(pool: &PgPool) -> Result<u32, StoreError> {
         .await;
         match r {
             Ok(_) => break,
-            Err(sqlx::Error::Database(d)) if attempt < 5 && d.is_unique_violation() => {
+            // 23505 on the catalog's type name, or 42P07 / 42710 "already exists".
+            Err(sqlx::Error::Database(d))
+                if attempt < 5
+                    && (d.is_unique_violation()
+                        || matches!(d.code().as_deref(), Some("42P07" | "42710"))) =>
+            {
                 attempt += 1;
                 tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
             }

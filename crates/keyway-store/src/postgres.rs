@@ -55,6 +55,59 @@ pub struct PgStore {
     pool: PgPool,
     changes: broadcast::Sender<ConnectionChange>,
     _listener: Arc<ListenerTask>,
+    /// Last known chain head, for the one-statement group commit. Only a hint: the
+    /// statement checks it against the database, and a miss takes the locking path.
+    audit_head: Arc<std::sync::Mutex<Option<(i64, String)>>>,
+    /// The group commit's own connection, see [`AuditWriter`].
+    audit_writer: Arc<AuditWriter>,
+}
+
+/// Token-event batches go through a connection of their own with
+/// `synchronous_commit = off`: a batch is committed (visible, ordered, in the WAL buffer)
+/// before the callers get their tokens, and the WAL writer flushes it within a few
+/// hundred milliseconds. What a database crash can cost is that window of `token.issued`
+/// rows, never a link in the middle of the chain (PostgreSQL recovers a prefix of the
+/// commit order). Every state-changing write keeps synchronous commit (the SQLite store
+/// makes the same trade with `synchronous = NORMAL` on its writer connection).
+#[derive(Debug)]
+struct AuditWriter {
+    opts: PgConnectOptions,
+    conn: tokio::sync::Mutex<Option<PgConnection>>,
+}
+
+impl AuditWriter {
+    /// Runs the guarded one-statement append; `Ok(false)` when the head moved.
+    async fn try_append(&self, head_seq: i64, rows: &AuditRows) -> Result<bool, sqlx::Error> {
+        let mut guard = self.conn.lock().await;
+        if guard.is_none() {
+            let c: PgConnection = sqlx::ConnectOptions::connect(&self.opts).await?;
+            *guard = Some(c);
+        }
+        let Some(conn) = guard.as_mut() else {
+            return Ok(false);
+        };
+        let (new_seq, new_hash) = rows.head();
+        let result = rows
+            .bind(sqlx::query(
+                "WITH moved AS (UPDATE audit_head SET seq = $12, hash = $13 WHERE id = 1 AND seq = $14 RETURNING 1)
+                 INSERT INTO audit_events (seq, at, action, actor, application_id, user_id, connection_id, integration, details, prev_hash, hash)
+                 SELECT u.* FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::TEXT[], $10::TEXT[], $11::TEXT[]) AS u
+                 WHERE EXISTS (SELECT 1 FROM moved)",
+            ))
+            .bind(new_seq)
+            .bind(&new_hash)
+            .bind(head_seq)
+            .execute(&mut *conn)
+            .await;
+        match result {
+            Ok(r) => Ok(r.rows_affected() as usize == rows.len()),
+            Err(e) => {
+                // A broken connection is replaced on the next batch.
+                *guard = None;
+                Err(e)
+            }
+        }
+    }
 }
 
 /// Stops the LISTEN task when the last clone of the store goes.
@@ -82,75 +135,122 @@ const SEALED: &[(&str, &str, &str)] = &[
 /// Appends events to the chain inside the caller's transaction: locks the head row, so
 /// appends from every replica form one chain, inserts all rows in one statement (arrays
 /// unnested server-side) and moves the head.
-async fn append(conn: &mut PgConnection, events: &[AuditEvent]) -> Result<(), sqlx::Error> {
+async fn append(
+    conn: &mut PgConnection,
+    events: &[AuditEvent],
+) -> Result<Option<(i64, String)>, sqlx::Error> {
     if events.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let head: Option<(i64, String)> =
         sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE")
             .fetch_optional(&mut *conn)
             .await?;
-    let (mut seq, mut prev) = head.unwrap_or((0, GENESIS.to_string()));
-    let n = events.len();
-    let (mut seqs, mut ats, mut actions, mut actors) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    let (mut apps, mut users, mut conns, mut integrations) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    let (mut details, mut prevs, mut hashes) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    let mut queued = Vec::new();
-    for e in events {
-        seq += 1;
-        let hash = chain_hash(&prev, seq, e);
-        seqs.push(seq);
-        ats.push(ms(e.at));
-        actions.push(e.action.clone());
-        actors.push(e.actor.clone());
-        apps.push(e.application_id.clone());
-        users.push(e.user_id.clone());
-        conns.push(e.connection_id.clone());
-        integrations.push(e.integration.clone());
-        details.push(e.details.clone());
-        prevs.push(std::mem::replace(&mut prev, hash.clone()));
-        hashes.push(hash);
-        if webhooks::EVENTS.contains(&e.action.as_str()) {
-            queued.push((seq, e));
-        }
-    }
-    sqlx::query(
+    let rows = AuditRows::chain(head.unwrap_or((0, GENESIS.to_string())), events);
+    rows.bind(sqlx::query(
         "INSERT INTO audit_events (seq, at, action, actor, application_id, user_id, connection_id, integration, details, prev_hash, hash)
          SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::TEXT[], $10::TEXT[], $11::TEXT[])",
-    )
-    .bind(&seqs)
-    .bind(&ats)
-    .bind(&actions)
-    .bind(&actors)
-    .bind(&apps)
-    .bind(&users)
-    .bind(&conns)
-    .bind(&integrations)
-    .bind(&details)
-    .bind(&prevs)
-    .bind(&hashes)
+    ))
     .execute(&mut *conn)
     .await?;
+    let head = rows.head();
     sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
-        .bind(seq)
-        .bind(&prev)
+        .bind(head.0)
+        .bind(&head.1)
         .execute(&mut *conn)
         .await?;
-    queue_webhooks(conn, &queued).await
+    queue_webhooks(conn, &rows.webhook_events(events)).await?;
+    Ok(Some(head))
+}
+
+/// Events chained onto a head, as the columns of one `UNNEST` insert.
+struct AuditRows {
+    seqs: Vec<i64>,
+    ats: Vec<i64>,
+    actions: Vec<String>,
+    actors: Vec<String>,
+    apps: Vec<Option<String>>,
+    users: Vec<Option<String>>,
+    conns: Vec<Option<String>>,
+    integrations: Vec<Option<String>>,
+    details: Vec<String>,
+    prevs: Vec<String>,
+    hashes: Vec<String>,
+}
+
+impl AuditRows {
+    fn chain(head: (i64, String), events: &[AuditEvent]) -> Self {
+        let (mut seq, mut prev) = head;
+        let n = events.len();
+        let mut r = Self {
+            seqs: Vec::with_capacity(n),
+            ats: Vec::with_capacity(n),
+            actions: Vec::with_capacity(n),
+            actors: Vec::with_capacity(n),
+            apps: Vec::with_capacity(n),
+            users: Vec::with_capacity(n),
+            conns: Vec::with_capacity(n),
+            integrations: Vec::with_capacity(n),
+            details: Vec::with_capacity(n),
+            prevs: Vec::with_capacity(n),
+            hashes: Vec::with_capacity(n),
+        };
+        for e in events {
+            seq += 1;
+            let hash = chain_hash(&prev, seq, e);
+            r.seqs.push(seq);
+            r.ats.push(ms(e.at));
+            r.actions.push(e.action.clone());
+            r.actors.push(e.actor.clone());
+            r.apps.push(e.application_id.clone());
+            r.users.push(e.user_id.clone());
+            r.conns.push(e.connection_id.clone());
+            r.integrations.push(e.integration.clone());
+            r.details.push(e.details.clone());
+            r.prevs.push(std::mem::replace(&mut prev, hash.clone()));
+            r.hashes.push(hash);
+        }
+        r
+    }
+
+    /// The chain's head after these rows.
+    fn head(&self) -> (i64, String) {
+        match (self.seqs.last(), self.hashes.last()) {
+            (Some(s), Some(h)) => (*s, h.clone()),
+            _ => (0, GENESIS.to_string()),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.seqs.len()
+    }
+
+    /// `$1`…`$11`: the eleven columns.
+    fn bind<'q>(
+        &'q self,
+        q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        q.bind(&self.seqs)
+            .bind(&self.ats)
+            .bind(&self.actions)
+            .bind(&self.actors)
+            .bind(&self.apps)
+            .bind(&self.users)
+            .bind(&self.conns)
+            .bind(&self.integrations)
+            .bind(&self.details)
+            .bind(&self.prevs)
+            .bind(&self.hashes)
+    }
+
+    fn webhook_events<'e>(&self, events: &'e [AuditEvent]) -> Vec<(i64, &'e AuditEvent)> {
+        self.seqs
+            .iter()
+            .zip(events)
+            .filter(|(_, e)| webhooks::EVENTS.contains(&e.action.as_str()))
+            .map(|(s, e)| (*s, e))
+            .collect()
+    }
 }
 
 /// The outbox: one pending delivery per subscribed webhook, in the audit transaction.
@@ -261,15 +361,29 @@ impl PgStore {
         crate::migrate::run_postgres(&pool).await?;
         let (changes, _) = broadcast::channel(1024);
         let task = tokio::spawn(listen(pool.clone(), changes.clone()));
+        let writer_opts = pool
+            .connect_options()
+            .as_ref()
+            .clone()
+            .options([("synchronous_commit", "off")]);
         Ok(Self {
             pool,
             changes,
             _listener: Arc::new(ListenerTask(task)),
+            audit_head: Default::default(),
+            audit_writer: Arc::new(AuditWriter {
+                opts: writer_opts,
+                conn: tokio::sync::Mutex::new(None),
+            }),
         })
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    fn cache_head(&self, head: Option<(i64, String)>) {
+        *self.audit_head.lock().unwrap_or_else(|p| p.into_inner()) = head;
     }
 
     /// Runs one statement and, if it changed a row, appends `audit`, all in one transaction.
@@ -280,10 +394,14 @@ impl PgStore {
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         let changed = q.execute(&mut *tx).await.map_err(db_err)?.rows_affected() > 0;
+        let mut head = None;
         if changed {
-            append(&mut tx, audit).await.map_err(db_err)?;
+            head = append(&mut tx, audit).await.map_err(db_err)?;
         }
         tx.commit().await.map_err(db_err)?;
+        if head.is_some() {
+            self.cache_head(head);
+        }
         Ok(changed)
     }
 }
@@ -936,12 +1054,39 @@ impl Store for PgStore {
         self.write_audited(q, audit).await
     }
 
-    /// The group commit of token events: one transaction per batch (the head row lock
-    /// orders it with every other replica's appends).
+    /// The group commit of token events. Fast path: one statement on the writer's
+    /// connection that moves the head only if it is still the cached one and inserts the
+    /// batch with it (one round trip); if another writer or replica moved the head, or
+    /// the batch carries webhook events, a transaction locks the head and appends.
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        const FAST_MAX: usize = 1000;
+        let cached = self
+            .audit_head
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let plain = events.len() <= FAST_MAX
+            && !events
+                .iter()
+                .any(|e| webhooks::EVENTS.contains(&e.action.as_str()));
+        if let (Some(head), true) = (cached, plain) {
+            let head_seq = head.0;
+            let rows = AuditRows::chain(head, events);
+            match self.audit_writer.try_append(head_seq, &rows).await {
+                Ok(true) => {
+                    self.cache_head(Some(rows.head()));
+                    return Ok(());
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "fast audit append failed; using a transaction")
+                }
+            }
+        }
         let mut tx = self.pool.begin().await.map_err(db_err)?;
-        append(&mut tx, events).await.map_err(db_err)?;
+        let head = append(&mut tx, events).await.map_err(db_err)?;
         tx.commit().await.map_err(db_err)?;
+        self.cache_head(head);
         Ok(())
     }
 
