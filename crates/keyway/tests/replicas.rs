@@ -334,4 +334,88 @@ async fn replicas_refresh_once_fence_a_paused_holder_and_survive_a_kill() {
     assert_eq!(v["valid"], true, "{v}");
     let (s, t) = cluster.token(1, &key, "storm").await;
     assert_eq!(s, StatusCode::OK, "{t}");
+
+    // Revoked through replica 0, the token replica 1 has cached stops being handed out:
+    // the change feed reaches it (moments after the commit), long before the token expires.
+    let list = cluster
+        .http
+        .get(format!(
+            "{}/v1/connections?user_id=storm&integration=acme",
+            cluster.replicas[0].url
+        ))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("list");
+    let list: Value = list.json().await.expect("json");
+    let id = list["data"][0]["id"]
+        .as_str()
+        .expect("connection id")
+        .to_string();
+    let r = cluster
+        .http
+        .delete(format!("{}/v1/connections/{id}", cluster.replicas[0].url))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("revoke");
+    assert!(r.status().is_success(), "{}", r.status());
+    let mut refused = None;
+    for _ in 0..100 {
+        let (s, _) = cluster.token(1, &key, "storm").await;
+        if s != StatusCode::OK {
+            refused = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        refused,
+        Some(StatusCode::NOT_FOUND),
+        "replica 1 stops serving the revoked connection"
+    );
+}
+
+/// `keyway migrate` applies the schema once and is idempotent; serve finds it done.
+#[tokio::test]
+async fn keyway_migrate_prepares_a_postgres_database() {
+    let Some(db_url) = keyway_testkit::db::fresh_postgres_url().await else {
+        eprintln!("KW_TEST_PG_URL is not set: skipped");
+        return;
+    };
+    for _ in 0..2 {
+        let out = Command::new(env!("CARGO_BIN_EXE_keyway"))
+            .arg("migrate")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("KEYWAY_DATABASE_URL", &db_url)
+            .env("KEYWAY_LOG", "warn")
+            .output()
+            .expect("keyway migrate");
+        assert!(out.status.success(), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("up to date"));
+    }
+    let pool = sqlx::PgPool::connect(&db_url).await.expect("db");
+    let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
+        .fetch_all(&pool)
+        .await
+        .expect("versions");
+    assert_eq!(versions, vec![1]);
+    // A schema from a newer Keyway is refused, not guessed at.
+    sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (999, 0)")
+        .execute(&pool)
+        .await
+        .expect("newer");
+    let out = Command::new(env!("CARGO_BIN_EXE_keyway"))
+        .arg("migrate")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("KEYWAY_DATABASE_URL", &db_url)
+        .output()
+        .expect("keyway migrate");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("newer than this Keyway"),
+        "{out:?}"
+    );
 }
