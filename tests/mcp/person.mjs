@@ -1,4 +1,4 @@
-// The person in the MCP end-to-end tests, played by a cookie-keeping HTTP client against
+// The person in the MCP end-to-end tests (TypeScript SDK, Python SDK, conformance), played by a cookie-keeping HTTP client against
 // `keyway serve --dev`: connects the sandbox through the printed connect link, and signs
 // in through the dev login and approves an agent's authorization request.
 import assert from 'node:assert/strict';

@@ -10,7 +10,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { freePort, Processes, Browser, unescapeHtml } from '../lib/harness.mjs';
+import { freePort, Processes, Browser } from '../lib/harness.mjs';
+import { connectSandbox } from './person.mjs';
 
 const run = promisify(execFile);
 const here = dirname(fileURLToPath(import.meta.url));
@@ -33,17 +34,7 @@ after(() => {
 });
 
 test('the official Python SDK: discovery, registration, PKCE, approval, tools, 403, 401, no refresh', async () => {
-  const b = new Browser();
-  const connectUrl = procs.logs.match(/(http:\/\/127\.0\.0\.1:\d+\/connect\/kwcs_\S+)/)[1];
-  let r = await b.fetch(connectUrl);
-  const csrf = (await r.text()).match(/name="csrf" value="([^"]+)"/)[1];
-  r = await b.form(connectUrl, { csrf, integration: 'sandbox' });
-  r = await b.fetch(r.headers.get('location'));
-  const consent = await r.text();
-  const fields = Object.fromEntries([...consent.matchAll(/<input type="hidden" name="([^"]+)" value="([^"]*)"/g)].map((m) => [m[1], unescapeHtml(m[2])]));
-  r = await b.form(`${url}/sandbox/oauth/authorize`, { ...fields, account: 'Ada', decision: 'approve' });
-  r = await b.fetch(r.headers.get('location'));
-  assert.match(await r.text(), /Connected/);
+  await connectSandbox(new Browser(), url, procs.logs);
 
   const appKey = procs.logs.match(/application key:\s+(\S+)/)[1];
   const out = await run(python, [join(here, 'python', 'sdk_flow.py')], { env: { ...process.env, KEYWAY_URL: url, KEYWAY_APP_KEY: appKey }, timeout: 120000 });

@@ -11,7 +11,7 @@
 //! * a trigger on `connections` sends `NOTIFY keyway_connection` on commit; each store
 //!   LISTENs and republishes as [`ConnectionChange`]s for token caches and refresh waiters.
 
-use crate::rows::{self, db_err, json, ms};
+use crate::rows::{self, db_err, json, ms, SEALED};
 use async_trait::async_trait;
 use keyway_core::audit::{chain_hash, AuditEvent, AuditRecord, GENESIS};
 use keyway_core::model::*;
@@ -119,18 +119,6 @@ impl Drop for ListenerTask {
         self.0.abort();
     }
 }
-
-/// Which columns hold sealed values, and each table's key column: the only
-/// identifiers ever formatted into SQL by [`PgStore::replace_sealed_value`].
-const SEALED: &[(&str, &str, &str)] = &[
-    ("integrations", "slug", "client_secret"),
-    ("connections", "id", "access_token"),
-    ("connections", "id", "refresh_token"),
-    ("pending_authorizations", "state_hash", "pkce_verifier"),
-    ("revocation_retries", "id", "access_token"),
-    ("revocation_retries", "id", "refresh_token"),
-    ("webhooks", "id", "secret"),
-];
 
 /// Appends events to the chain inside the caller's transaction: locks the head row, so
 /// appends from every replica form one chain, inserts all rows in one statement (arrays

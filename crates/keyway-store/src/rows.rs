@@ -41,6 +41,18 @@ pub(crate) fn db_err(e: sqlx::Error) -> StoreError {
     }
 }
 
+/// Which columns hold sealed values, and each table's key column: the only identifiers
+/// either store formats into SQL for master-key rotation.
+pub(crate) const SEALED: &[(&str, &str, &str)] = &[
+    ("integrations", "slug", "client_secret"),
+    ("connections", "id", "access_token"),
+    ("connections", "id", "refresh_token"),
+    ("pending_authorizations", "state_hash", "pkce_verifier"),
+    ("revocation_retries", "id", "access_token"),
+    ("revocation_retries", "id", "refresh_token"),
+    ("webhooks", "id", "secret"),
+];
+
 pub(crate) fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }

@@ -4,7 +4,7 @@
 //! taken up front, so reading the chain head and appending to it cannot interleave with
 //! another writer, in this process or another one on the same file.
 
-use crate::rows::{self, db_err, json, ms};
+use crate::rows::{self, db_err, json, ms, SEALED};
 use async_trait::async_trait;
 use keyway_core::audit::{chain_hash, AuditEvent, AuditRecord, GENESIS};
 use keyway_core::model::*;
@@ -91,18 +91,6 @@ impl Drop for AuditWriter {
         }
     }
 }
-
-/// Which columns hold sealed values, and each table's key column: the only
-/// identifiers ever formatted into SQL by [`SqliteStore::replace_sealed_value`].
-const SEALED: &[(&str, &str, &str)] = &[
-    ("integrations", "slug", "client_secret"),
-    ("connections", "id", "access_token"),
-    ("connections", "id", "refresh_token"),
-    ("pending_authorizations", "state_hash", "pkce_verifier"),
-    ("revocation_retries", "id", "access_token"),
-    ("revocation_retries", "id", "refresh_token"),
-    ("webhooks", "id", "secret"),
-];
 
 /// Appends events to the chain inside the caller's transaction. Hashes are computed
 /// here; rows go in as multi-row INSERTs, since per-statement overhead, not the commit,

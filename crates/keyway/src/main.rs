@@ -407,6 +407,17 @@ async fn main() {
     }
 }
 
+/// The config file (if any) with `KEYWAY_*` variables applied over it.
+fn load_config(path: Option<&std::path::Path>) -> Result<config::RawConfig> {
+    let mut raw = match path {
+        Some(p) => config::RawConfig::from_file(p)?,
+        None => config::RawConfig::default(),
+    };
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    raw.apply_env(&env)?;
+    Ok(raw)
+}
+
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve {
@@ -418,12 +429,7 @@ async fn run(cli: Cli) -> Result<()> {
             database_url,
             public_url,
         } => {
-            let mut raw = match &config {
-                Some(p) => config::RawConfig::from_file(p)?,
-                None => config::RawConfig::default(),
-            };
-            let env: BTreeMap<String, String> = std::env::vars().collect();
-            raw.apply_env(&env)?;
+            let mut raw = load_config(config.as_deref())?;
             raw.listen = listen.or(raw.listen);
             raw.data_dir = data_dir.or(raw.data_dir);
             raw.database_url = database_url.or(raw.database_url);
@@ -443,12 +449,7 @@ async fn run(cli: Cli) -> Result<()> {
             data_dir,
             database_url,
         } => {
-            let mut raw = match &config {
-                Some(p) => config::RawConfig::from_file(p)?,
-                None => config::RawConfig::default(),
-            };
-            let env: BTreeMap<String, String> = std::env::vars().collect();
-            raw.apply_env(&env)?;
+            let mut raw = load_config(config.as_deref())?;
             raw.data_dir = data_dir.or(raw.data_dir);
             raw.database_url = database_url.or(raw.database_url);
             init_tracing(raw.log_level.as_deref(), raw.log_format.as_deref());
