@@ -1376,38 +1376,13 @@ impl Store for PgStore {
         session_id: &str,
         limit: u32,
     ) -> Result<Vec<AgentCall>, StoreError> {
-        type Row = (
-            String,
-            i64,
-            String,
-            String,
-            String,
-            String,
-            Option<i64>,
-            String,
-        );
-        let rows: Vec<Row> =
-            sqlx::query_as("SELECT session_id, at, tool, integration, method, path, status, outcome FROM agent_session_calls WHERE session_id = $1 ORDER BY at, id LIMIT $2")
-                .bind(session_id)
-                .bind(limit.clamp(1, 10_000) as i64)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db_err)?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(session_id, at, tool, integration, method, path, status, outcome)| AgentCall {
-                    session_id,
-                    at: keyway_core::clock::from_millis(at),
-                    tool,
-                    integration,
-                    method,
-                    path,
-                    status,
-                    outcome,
-                },
-            )
-            .collect())
+        let rows = sqlx::query("SELECT session_id, at, tool, integration, method, path, status, outcome FROM agent_session_calls WHERE session_id = $1 ORDER BY at, id LIMIT $2")
+            .bind(session_id)
+            .bind(limit.clamp(1, 10_000) as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(rows::agent_call).collect()
     }
 
     async fn revoke_agent_session(

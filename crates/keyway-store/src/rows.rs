@@ -362,3 +362,16 @@ pub(crate) fn agent_session<R: Get>(row: &R) -> Result<AgentSession, StoreError>
         code_expires_at: t(row, "code_expires_at")?,
     })
 }
+
+pub(crate) fn agent_call<R: Get>(row: &R) -> Result<AgentCall, StoreError> {
+    Ok(AgentCall {
+        session_id: s(row, "session_id")?,
+        at: t(row, "at")?,
+        tool: s(row, "tool")?,
+        integration: s(row, "integration")?,
+        method: s(row, "method")?,
+        path: s(row, "path")?,
+        status: row.oi("status")?,
+        outcome: s(row, "outcome")?,
+    })
+}

@@ -137,7 +137,6 @@ pub async fn run(raw: RawConfig, args: ServeArgs) -> Result<()> {
         .data_dir
         .clone()
         .unwrap_or_else(|| "./keyway-data".into());
-    check_database_url(&raw)?;
     if raw.admin_key.as_ref().is_some_and(|k| k.len() < 32) {
         bail!("KEYWAY_ADMIN_KEY must be at least 32 characters");
     }

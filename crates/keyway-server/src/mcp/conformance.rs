@@ -162,7 +162,7 @@ pub async fn call(
                 if i > 0 {
                     tokio::time::sleep(STEP).await;
                 }
-                log.send(&ctx.peer, LoggingLevel::Info, json!(message))
+                log.send(&ctx.peer, LoggingLevel::Info, || message.to_string())
                     .await;
             }
             text("Tool with logging executed successfully")

@@ -87,9 +87,16 @@ impl SessionLog {
             .is_some_and(|min| severity(level) >= severity(min))
     }
 
-    pub async fn send(&self, peer: &Peer<RoleServer>, level: LoggingLevel, data: Value) {
+    /// Sends `message()` if the client asked for `level`; the message is only built then
+    /// (the tool path pays nothing for clients that never set a level).
+    pub async fn send(
+        &self,
+        peer: &Peer<RoleServer>,
+        level: LoggingLevel,
+        message: impl FnOnce() -> String,
+    ) {
         if self.wants(level) {
-            let mut param = LoggingMessageNotificationParam::new(level, data);
+            let mut param = LoggingMessageNotificationParam::new(level, Value::String(message()));
             param.logger = Some("keyway".into());
             // A client that went away misses a log line; the call itself goes on.
             let _ = peer.notify_logging_message(param).await;
@@ -209,11 +216,9 @@ impl ServerHandler for KeywayMcp {
             agent_session: Some(session.id.clone()),
         };
         self.log
-            .send(
-                &ctx.peer,
-                LoggingLevel::Info,
-                Value::String(format!("Calling {name} for session {}", session.id)),
-            )
+            .send(&ctx.peer, LoggingLevel::Info, || {
+                format!("Calling {name} for session {}", session.id)
+            })
             .await;
         let result = match self.state.broker.call_tool(call).await {
             Ok(out) => text_result(
@@ -234,7 +239,7 @@ impl ServerHandler for KeywayMcp {
             (LoggingLevel::Info, "succeeded")
         };
         self.log
-            .send(&ctx.peer, level, Value::String(format!("{name} {outcome}")))
+            .send(&ctx.peer, level, || format!("{name} {outcome}"))
             .await;
         Ok(result.into())
     }
